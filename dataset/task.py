@@ -1,0 +1,36 @@
+"""The types every part of the data pipeline shares: a task, its sample, and data errors."""
+from dataclasses import dataclass
+
+
+class DatasetError(Exception):
+    """A problem with the user's data or options; main.py prints it as one line, without a traceback."""
+
+
+Item = tuple[str, int]
+"""One image: its path relative to the data root (e.g. ``original_images/scenes/...``) and its label."""
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One task as a stat file lists it. Counts are ``None`` where nothing recorded them."""
+
+    order: int  # 0-based run order (the stat file's ``oldid``)
+    task_id: int  # the dataset id (the stat file's ``newid``)
+    name: str
+    class_num: int | None = None
+    train_num: int | None = None
+    val_num: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskSample:
+    """Exactly which images a task trains and validates on, and with which labels."""
+
+    task: TaskInfo
+    classes: tuple[str, ...]  # the class key (DCT class_id or folder name) of each label, in label order
+    train: tuple[Item, ...]
+    val: tuple[Item, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
