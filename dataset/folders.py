@@ -1,0 +1,82 @@
+"""Your own tasks in the ImageFolder convention: ``DATA/<task>/train/<class>/<image>`` and ``.../val/...``.
+
+Labels come from the sorted class folder names of ``train/``; every image is used (no sampling, no cap).
+"""
+import os
+from pathlib import Path
+
+from dataset.task import DatasetError, Item, TaskInfo, TaskSample
+
+TRAIN, VAL = "train", "val"
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif"})
+LAYOUT = "<task>/train/<class>/<image> and <task>/val/<class>/<image>"
+
+
+def task_folder_names(root: Path) -> list[str]:
+    """Sorted names of the visible folders under ``root`` that hold a ``train/`` folder."""
+    return sorted(entry.name for entry in root.iterdir()
+                  if not entry.name.startswith(".") and (entry / TRAIN).is_dir())
+
+
+def discover_tasks(root: Path) -> list[TaskInfo]:
+    """Tasks in sorted folder order when no stat file names them; nothing recorded their counts."""
+    return [TaskInfo(order=order, task_id=order + 1, name=name) for order, name in enumerate(task_folder_names(root))]
+
+
+def is_image_file(name: str) -> bool:
+    """Images are recognised by extension (any case); hidden files are never images."""
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def images_below(folder: Path) -> list[str]:
+    """Image files at any depth below ``folder`` (as ImageFolder finds them), as sorted relative paths."""
+    found = []
+    for current, subfolders, files in os.walk(folder, followlinks=True):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        found += [Path(current, name).relative_to(folder).as_posix() for name in files if is_image_file(name)]
+    return sorted(found)
+
+
+def class_images(split_folder: Path) -> dict[str, list[str]]:
+    """Each visible class folder of a split, in sorted name order, with its sorted image paths."""
+    if not split_folder.is_dir():
+        return {}
+    names = sorted(entry.name for entry in split_folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    return {name: images_below(split_folder / name) for name in names}
+
+
+class FolderSource:
+    """Tasks laid out as ImageFolder trees, one folder per task."""
+
+    kind = "folders"
+
+    def __init__(self, root: Path, tasks: list[TaskInfo]) -> None:
+        self.root = root
+        self.tasks = tasks
+        missing = [task.name for task in tasks if not (root / task.name / TRAIN).is_dir()]
+        if missing:
+            raise DatasetError(f"no train/ folder for task(s) {', '.join(missing)} under {root} (expected {LAYOUT})")
+
+    def sample(self, task: TaskInfo) -> TaskSample:
+        """Every image of the task, labelled by the sorted class names of its train split."""
+        train = class_images(self.root / task.name / TRAIN)
+        empty = [name for name, images in train.items() if not images]
+        if empty:
+            raise DatasetError(f"task {task.name}: train class folder(s) without images: {', '.join(empty)}")
+        val = {name: images for name, images in class_images(self.root / task.name / VAL).items() if images}
+        for split, classes in ((TRAIN, train), (VAL, val)):
+            if not classes:
+                expected = self.root / task.name / split / "<class>" / "<image>"
+                raise DatasetError(f"task {task.name} has no {split} images (expected {expected})")
+        label_map = {name: label for label, name in enumerate(train)}
+        unknown = [name for name in val if name not in label_map]
+        if unknown:
+            raise DatasetError(f"task {task.name}: validation class(es) absent from train/: {', '.join(unknown)}")
+        return TaskSample(task=task, classes=tuple(train), train=self._items(task, TRAIN, train, label_map),
+                          val=self._items(task, VAL, val, label_map))
+
+    @staticmethod
+    def _items(task: TaskInfo, split: str, classes: dict[str, list[str]],
+               label_map: dict[str, int]) -> tuple[Item, ...]:
+        return tuple((f"{task.name}/{split}/{name}/{image}", label_map[name])
+                     for name, images in classes.items() for image in images)
