@@ -1,4 +1,5 @@
 """Decoding and resizing exactly as the release's per-image transform does it."""
+import functools
 import os
 
 import torch
@@ -29,8 +30,15 @@ def release_transform(size: int) -> transforms.Compose:
     ])
 
 
+@functools.cache
+def _mean_and_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Built once per device: creating them per batch would copy from pageable host memory and stall CUDA."""
+    shape = (1, 3, 1, 1)
+    return (torch.tensor(IMAGENET_MEAN, device=device).view(shape),
+            torch.tensor(IMAGENET_STD, device=device).view(shape))
+
+
 def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
     """uint8 [N, 3, S, S] -> float normalised, with the same operations as ``ToTensor`` + ``Normalize``."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    mean, std = _mean_and_std(images.device)
     return images.float().div_(255).sub_(mean).div_(std)

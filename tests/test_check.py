@@ -1,0 +1,112 @@
+"""The preflight check on synthetic DCT data and on task folders: passing, and each way of failing."""
+import shutil
+
+import pytest
+from PIL import Image
+
+from dataset.check import check_tasks
+from dataset.sources import manifest_text, open_data
+from dataset.synthetic import write_synthetic_dct
+from dataset.task import TaskInfo
+from tests.mixed_images import noise
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """One synthetic DCT folder for the module; tests that damage it work on a copy."""
+    root = tmp_path_factory.mktemp("synthetic") / "DATA"
+    write_synthetic_dct(root, seed=0)
+    return root
+
+
+@pytest.fixture
+def data(pristine, tmp_path):
+    root = tmp_path / "DATA"
+    shutil.copytree(pristine, root)
+    return root
+
+
+def table_rows(capsys) -> list[list[str]]:
+    return [line.split(None, 6) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_a_sound_folder_passes_with_a_row_per_task_and_manifests(pristine, tmp_path, capsys):
+    source = open_data(pristine, pristine / "stat.csv")
+    assert check_tasks(source, source.tasks, tmp_path / "result", workers=2) == []
+    assert table_rows(capsys) == [
+        ["order", "id", "name", "classes", "train", "val", "status"],
+        ["0", "12", "shapes", "5", "189", "44", "OK"],
+        ["1", "5", "stripes", "5", "174", "45", "OK"],
+        ["2", "31", "blob_scenes", "5", "175", "47", "OK"],
+        ["3", "2", "compass64", "64", "190", "64", "OK"],
+    ]
+    for task in source.tasks:
+        written = (tmp_path / "result" / task.name / "manifest.csv").read_text()
+        assert written == manifest_text(source.sample(task))
+
+
+def test_missing_and_corrupt_images_are_named_per_task(data, tmp_path, capsys):
+    source = open_data(data, data / "stat.csv")
+    shapes, stripes, scenes = source.tasks[:3]
+    missing = source.sample(shapes).val[3][0]
+    corrupt = source.sample(stripes).train[10][0]
+    (data / missing).unlink()
+    (data / corrupt).write_bytes(b"\x89PNG but not really")
+
+    problems = check_tasks(source, [shapes, stripes, scenes], tmp_path / "result", workers=2)
+
+    assert problems[0] == f"shapes: 1 of 233 images under {data} cannot be read: {missing}: file not found"
+    assert problems[1].startswith(f"stripes: 1 of 219 images under {data} cannot be read: "
+                                  f"{corrupt}: cannot identify image file ")
+    assert len(problems) == 2
+    assert [row[6] for row in table_rows(capsys)[1:]] == ["1 unreadable images", "1 unreadable images", "OK"]
+    assert (tmp_path / "result" / "shapes" / "manifest.csv").is_file()
+
+
+def test_counts_that_differ_from_the_stat_file_are_mismatches(pristine, tmp_path, capsys):
+    stat = tmp_path / "stat.csv"
+    stat.write_text("oldid,newid,name,class_num,train_num,test_num\n"
+                    "0,12,shapes,6,190,44\n"
+                    "1,5,stripes,,174,\n"  # blank: not recorded, not compared
+                    "2,31,blob_scenes,5,175,46\n")
+    source = open_data(pristine, stat)
+
+    problems = check_tasks(source, source.tasks, tmp_path / "result", workers=0)
+
+    assert problems == ["shapes: 5 classes, the stat file says 6", "shapes: 189 train images, the stat file says 190",
+                        "blob_scenes: 47 val images, the stat file says 46"]
+    assert [row[6] for row in table_rows(capsys)[1:]] == [
+        "classes 5, stat 6; train images 189, stat 190", "OK", "val images 47, stat 46"]
+
+
+def test_a_task_that_cannot_be_sampled_fails_alone(pristine, tmp_path, capsys):
+    source = open_data(pristine, pristine / "stat.csv")
+    ghost = TaskInfo(order=9, task_id=77, name="ghost", class_num=3)
+    tasks = [source.tasks[1], ghost]
+
+    problems = check_tasks(source, tasks, tmp_path / "result", workers=0)
+
+    database = pristine / "rolling_releases" / "database_2.sqlite"
+    assert problems == [f"ghost: task 77 (ghost) is not in the datasets table of {database}"]
+    assert table_rows(capsys)[1:] == [["1", "5", "stripes", "5", "174", "45", "OK"],
+                                      ["9", "77", "ghost", "-", "-", "-", "cannot sample"]]
+    assert not (tmp_path / "result" / "ghost").exists()
+    assert (tmp_path / "result" / "stripes" / "manifest.csv").is_file()
+
+
+def test_task_folders_are_checked_the_same_way(tmp_path, capsys):
+    root = tmp_path / "mine"
+    for split, count in (("train", 3), ("val", 1)):
+        for label, name in enumerate(("cat", "dog")):
+            folder = root / "pets" / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                Image.fromarray(noise(index + 10 * label, 40, 30)).save(folder / f"{index}.png")
+    (root / "pets" / "val" / "dog" / "broken.jpg").write_bytes(b"")
+    source = open_data(root)
+
+    problems = check_tasks(source, source.tasks, tmp_path / "result", workers=0)
+
+    assert problems == [f"pets: 1 of 9 images under {root} cannot be read: "
+                        f"pets/val/dog/broken.jpg: cannot identify image file '{root}/pets/val/dog/broken.jpg'"]
+    assert table_rows(capsys)[1:] == [["0", "1", "pets", "2", "6", "3", "1 unreadable images"]]
