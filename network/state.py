@@ -1,0 +1,68 @@
+"""A task's own tensors: extracting them, restoring them, and what they cost."""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from network.clr import TaskModel
+from network.errors import NetworkError, describe_key_difference
+
+_HEAD_WEIGHT = "fc.weight"
+
+
+@dataclass(frozen=True)
+class ParameterCost:
+    """What one task adds to the shared backbone, in parameter elements."""
+
+    trainable: int  # CLR kernels + BN affine + head (BN running statistics are buffers, not counted)
+    head: int
+    backbone: int  # the plain torchvision model's parameter count
+    percent: float  # 100 * trainable / backbone
+
+
+def task_state(model: TaskModel) -> dict[str, torch.Tensor]:
+    """The task's own tensors (detached CPU copies): all that must be saved to restore the task later."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in _task_tensors(model).items()}
+
+
+def load_task_state(model: TaskModel, state: dict[str, torch.Tensor]) -> None:
+    """Restore a ``task_state`` onto a model built from the same backbone, method, arch and class count."""
+    targets = _task_tensors(model)
+    missing = [name for name in targets if name not in state]
+    unexpected = [name for name in state if name not in targets]
+    if missing or unexpected:
+        raise NetworkError("task state is for a different method or architecture: "
+                           + describe_key_difference(missing, unexpected))
+    if any(not isinstance(tensor, torch.Tensor) for tensor in state.values()):
+        raise NetworkError("task state is not a mapping of names to tensors")
+    saved_classes = state[_HEAD_WEIGHT].shape[0]
+    if saved_classes != model.num_classes:
+        raise NetworkError(f"task state has {saved_classes} classes, the model {model.num_classes}")
+    for name, target in targets.items():
+        source = state[name]
+        if source.shape != target.shape:
+            raise NetworkError(f"task state tensor {name} has shape {list(source.shape)}, "
+                               f"the model expects {list(target.shape)}")
+    with torch.no_grad():
+        for name, target in targets.items():
+            target.copy_(state[name])
+
+
+def parameter_cost(model: TaskModel) -> ParameterCost:
+    """How many parameter elements the task trains and stores (besides BN statistics), absolute and relative."""
+    trainable = sum(parameter.numel() for _, module in model.task_modules()
+                    for parameter in module.parameters(recurse=False))
+    head = sum(parameter.numel() for parameter in model.fc.parameters())
+    return ParameterCost(trainable, head, model.backbone_parameters, 100 * trainable / model.backbone_parameters)
+
+
+def _task_tensors(model: TaskModel) -> dict[str, torch.Tensor]:
+    """The live task-specific tensors by state-dict name; BN's num_batches_tracked is left out (unused)."""
+    tensors = {}
+    for prefix, module in model.task_modules():
+        named = list(module.named_parameters(recurse=False))
+        if isinstance(module, nn.BatchNorm2d):
+            named += [("running_mean", module.running_mean), ("running_var", module.running_var)]
+        for name, tensor in named:
+            tensors[f"{prefix}.{name}" if prefix else name] = tensor
+    return tensors
