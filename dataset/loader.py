@@ -19,7 +19,7 @@ class DeviceBatches:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device,
-                 shuffle: bool, seed: int | None = None) -> None:
+                 shuffle: bool, seed: int | None = None, min_last_batch: int = 1) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be uint8 [N, 3, S, S], got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -30,6 +30,7 @@ class DeviceBatches:
         self.images = images.to(self.device)
         self.labels = labels.to(self.device, dtype=torch.int64)
         self.batch_size = batch_size
+        self.min_last_batch = min_last_batch  # a smaller trailing batch is not served
         self.shuffle = shuffle
         self.generator = torch.Generator()
         if seed is None:
@@ -39,7 +40,9 @@ class DeviceBatches:
 
     @property
     def num_images(self) -> int:
-        return self.images.shape[0]
+        """Images served per epoch."""
+        remainder = self.images.shape[0] % self.batch_size
+        return self.images.shape[0] - (remainder if remainder < self.min_last_batch else 0)
 
     def __len__(self) -> int:
         return -(-self.num_images // self.batch_size)
@@ -57,7 +60,7 @@ class DeviceBatches:
         """This epoch's permutation on the device (None: in order), copied without a host sync on CUDA."""
         if not self.shuffle:
             return None
-        order = torch.randperm(self.num_images, generator=self.generator)
+        order = torch.randperm(self.images.shape[0], generator=self.generator)
         if self.device.type == "cuda":
             return order.pin_memory().to(self.device, non_blocking=True)
         return order.to(self.device)

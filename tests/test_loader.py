@@ -122,3 +122,19 @@ def test_release_style_dataset_is_the_release_transform_on_the_rgb_image(tmp_pat
     image, label = dataset[0]
     assert len(dataset) == 1 and label == 7
     assert torch.equal(image, expected)
+
+
+def test_a_trailing_batch_below_min_last_batch_is_skipped_and_the_rest_served_once():
+    images = torch.arange(5 * 3 * 2 * 2, dtype=torch.uint8).reshape(5, 3, 2, 2)
+    labels = torch.arange(5)
+    batches = DeviceBatches(images, labels, 2, torch.device("cpu"), shuffle=True, seed=3, min_last_batch=2)
+    assert batches.num_images == 4 and len(batches) == 2
+    left_out = set()
+    for _ in range(8):
+        served = torch.cat([batch_labels for _, batch_labels in batches]).tolist()
+        assert [len(batch_labels) for _, batch_labels in batches] == [2, 2]
+        assert len(served) == len(set(served)) == 4
+        left_out |= set(range(5)) - set(served)
+    assert len(left_out) > 1  # a different image sits out in different epochs, as DataLoader's drop_last does
+    kept = DeviceBatches(images, labels, 2, torch.device("cpu"), shuffle=False)
+    assert kept.num_images == 5 and [len(b) for _, b in kept] == [2, 2, 1]

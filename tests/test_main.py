@@ -1,0 +1,211 @@
+"""main.py end to end on synthetic DCT data: outputs, verified report, resume, --fresh and user errors."""
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import main
+from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
+from network import build_model, load_backbone, task_state
+
+REPO = Path(__file__).resolve().parent.parent
+TASKS = list(DEMO_TASKS[:2])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("dct") / "DATA"
+    write_synthetic_dct(root, seed=0)
+    return root
+
+
+def run_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--data", str(data), "--stat", str(data / "stat.csv"), "--tasks", *TASKS, "--arch", "resnet18",
+            "--weights", "none", "--image-size", "32", "--epochs", "2", "--workers", "0",
+            "--result", str(out / "result"), "--weight", str(out / "weight"), "--cache-dir", str(out / "cache"),
+            *extra]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def tensors_in(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in tensors_in(item)]
+    return []
+
+
+def saved_states(out: Path) -> dict[str, dict]:
+    return {p.name: torch.load(p, weights_only=True) for p in sorted((out / "weight").glob("*.pt"))}
+
+
+def assert_same_states(a: dict[str, dict], b: dict[str, dict]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name]["state"].keys() == b[name]["state"].keys()
+        for key in a[name]["state"]:
+            assert torch.equal(a[name]["state"][key], b[name]["state"][key]), (name, key)
+
+
+@pytest.fixture(scope="module")
+def finished(data, tmp_path_factory) -> Path:
+    """One uninterrupted run of two tasks: the reference for every resume test."""
+    out = tmp_path_factory.mktemp("run")
+    assert main.main(run_args(data, out)) == 0
+    return out
+
+
+def test_run_writes_results_weights_logs_manifests_and_verified_report(data, finished):
+    rows = read_csv(finished / "result" / "Ghost_reduced_v1.csv")
+    assert [row["task_name"] for row in rows] == TASKS
+    weights = saved_states(finished)
+    assert sorted(weights) == sorted(f"{t}_Ghost_reduced_v1.pt" for t in TASKS)
+    for row in rows:
+        saved = weights[f"{row['task_name']}_Ghost_reduced_v1.pt"]
+        assert float(row["best_acc"]) == saved["best_acc"] == saved["best_correct"] / saved["val_images"]
+        assert saved["best_acc"] == max(epoch["val_acc"] for epoch in saved["history"])
+        assert saved["best_epoch"] == 1 + [e["val_acc"] for e in saved["history"]].index(saved["best_acc"])
+        assert saved["config"]["method"] == "Ghost_reduced_v1" and saved["config"]["backbone"] == "none:seed0"
+        # The task's state is the only floating-point tensor data in the file, and it is exactly what the
+        # network's task_state holds for a model of this task.
+        assert tensors_in({k: v for k, v in saved.items() if k != "state"}) == []
+        assert all(t.is_floating_point() for t in saved["state"].values())
+        model = build_model(load_backbone("resnet18", "none"), "Ghost_reduced_v1", len(saved["label_map"]))
+        assert saved["state"].keys() == task_state(model).keys()
+        assert sorted(saved["label_map"].values()) == list(range(len(saved["label_map"])))
+
+        task_dir = finished / "result" / row["task_name"]
+        manifest = read_csv(task_dir / "manifest.csv")
+        assert sum(r["split"] == "train" for r in manifest) == saved["train_images"]
+        assert sum(r["split"] == "val" for r in manifest) == saved["val_images"]
+        log_text = (task_dir / "Ghost_reduced_v1.log").read_text()
+        for needle in ("hyper-parameters:", "label map", "task-specific parameters:", "epoch 2/2: train loss",
+                       f"best epoch {saved['best_epoch']}"):
+            assert needle in log_text
+
+    report = (finished / "result" / "report.md").read_text()
+    assert "all re-evaluated accuracies equal the recorded ones" in report
+    for row in rows:
+        best = f"{100 * float(row['best_acc']):.2f}"
+        line = next(line for line in report.splitlines() if f"| {row['task_name']} |" in line)
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[7] == best and cells[8] == best  # recorded best == re-evaluated
+    assert not list((finished / "weight").glob("*.resume.pt"))
+
+
+def test_accuracy_well_above_chance(finished):
+    for path, saved in saved_states(finished).items():
+        chance = 1 / len(saved["label_map"])
+        assert saved["best_acc"] > 1.5 * chance, (path, saved["best_acc"])
+
+
+def test_rerun_skips_finished_tasks(data, finished, capsys):
+    before = read_csv(finished / "result" / "Ghost_reduced_v1.csv")
+    assert main.main(run_args(data, finished)) == 0
+    assert capsys.readouterr().out.count("already done") == len(TASKS)
+    assert read_csv(finished / "result" / "Ghost_reduced_v1.csv") == before
+
+
+class Kill:
+    """Make the n-th training epoch of the run raise KeyboardInterrupt, as Ctrl-C would."""
+
+    def __init__(self, monkeypatch, at_call: int):
+        self.calls, self.at_call = 0, at_call
+        self.real = main.train_one_epoch
+        monkeypatch.setattr(main, "train_one_epoch", self)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.at_call:
+            raise KeyboardInterrupt
+        return self.real(*args, **kwargs)
+
+
+@pytest.mark.parametrize("kill_at_epoch_call", [2, 3], ids=["mid-first-task", "start-of-second-task"])
+def test_interrupted_run_resumes_to_identical_results(data, finished, tmp_path, monkeypatch, kill_at_epoch_call):
+    kill = Kill(monkeypatch, kill_at_epoch_call)
+    assert main.main(run_args(data, tmp_path)) == 130
+    if kill_at_epoch_call == 2:
+        assert list((tmp_path / "weight").glob("*.resume.pt"))  # epoch 1 of the first task was saved
+    monkeypatch.setattr(main, "train_one_epoch", kill.real)
+    assert main.main(run_args(data, tmp_path)) == 0
+    assert read_csv(tmp_path / "result" / "Ghost_reduced_v1.csv") == read_csv(
+        finished / "result" / "Ghost_reduced_v1.csv")
+    assert_same_states(saved_states(tmp_path), saved_states(finished))
+    assert not list((tmp_path / "weight").glob("*.resume.pt"))
+
+
+def test_fresh_starts_over(data, finished, tmp_path, capsys):
+    assert main.main(run_args(data, tmp_path, "--tasks", TASKS[0])) == 0
+    (tmp_path / "weight" / f"{TASKS[0]}_Ghost_reduced_v1.resume.pt").write_bytes(b"stale")
+    capsys.readouterr()
+    assert main.main(run_args(data, tmp_path, "--tasks", TASKS[0], "--fresh")) == 0
+    output = capsys.readouterr().out
+    assert "already done" not in output and "resuming" not in output
+    assert "epoch 1/2" in output
+    first = read_csv(finished / "result" / "Ghost_reduced_v1.csv")[0]
+    assert read_csv(tmp_path / "result" / "Ghost_reduced_v1.csv") == [first]
+
+
+def test_changed_settings_on_rerun_are_refused(data, finished, capsys):
+    assert main.main(run_args(data, finished, "--epochs", "3")) == 2
+    error = capsys.readouterr().err
+    assert "other settings: epochs 2 (now 3)" in error and "--fresh" in error
+
+
+def test_report_puts_methods_side_by_side(data, finished, tmp_path):
+    out = tmp_path
+    for method in ("Ghost_reduced_v1", "Ghost"):
+        assert main.main(run_args(data, out, "--tasks", TASKS[0], "--epochs", "1", "--method", method)) == 0
+    report = (out / "result" / "report.md").read_text()
+    assert report.startswith("# CLR-Full (Ghost)")
+    header = next(line for line in report.splitlines() if line.startswith("| order"))
+    assert "best acc % (CLR-Full)" in header and "best acc % (CLR)" in header
+    clr = float(read_csv(out / "result" / "Ghost_reduced_v1.csv")[0]["best_acc"])
+    row = next(line for line in report.splitlines() if f"| {TASKS[0]} |" in line)
+    assert row.rstrip(" |").endswith(f"{100 * clr:.2f}")
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "main.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "no/such/folder"], "no/such/folder"),
+    (["--tasks", "no_such_task"], "no_such_task"),
+    (["--method", "Ghostly"], "invalid choice: 'Ghostly'"),
+    (["--weights", "garbage.pt"], "garbage.pt"),
+    (["--epochs", "0"], "argument --epochs: must be positive, got 0"),
+    (["--batch-size", "-3"], "argument --batch-size: must be positive, got -3"),
+    (["--result", "a_file/result"], "cannot write to the result folder"),
+], ids=["missing-data", "unknown-task", "unknown-method", "unreadable-weights", "zero-epochs",
+        "negative-batch", "unwritable-result"])
+def test_user_mistakes_are_one_line_errors(data, tmp_path, args, message):
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "a_file").write_text("")
+    base = ["--data", str(data), "--stat", str(data / "stat.csv"), "--weights", "none", "--workers", "0"]
+    result = cli(*base, *args, cwd=tmp_path)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and result.stderr.strip().endswith(errors[0]), result.stderr
+    assert message in errors[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_demo_without_data_writes_demo_folder_and_report(tmp_path):
+    result = cli("--tasks", DEMO_TASKS[0], "--epochs", "1", "--arch", "resnet18", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "demo settings:" in result.stdout
+    assert (tmp_path / "demo_data" / "rolling_releases" / "database_2.sqlite").exists()
+    assert (tmp_path / "result" / "report.md").read_text() in result.stdout
+    assert len(read_csv(tmp_path / "result" / "Ghost_reduced_v1.csv")) == 1
