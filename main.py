@@ -38,7 +38,7 @@ log = logging.getLogger("clr")
 PAPER_NAMES = {"Ghost_reduced_v1": "CLR", "Ghost": "CLR-Full"}
 CSV_HEADER = ["task_id", "task_name", "best_acc"]
 DEMO_DATA = Path("demo_data")
-DEMO_DEFAULTS = {"weights": "none", "image_size": 32, "epochs": 5, "tasks": list(DEMO_TASKS)}
+DEMO_DEFAULTS = {"weights": "none", "image_size": 32, "epochs": 12, "tasks": list(DEMO_TASKS)}
 
 
 class RunError(Exception):

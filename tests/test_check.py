@@ -35,10 +35,10 @@ def test_a_sound_folder_passes_with_a_row_per_task_and_manifests(pristine, tmp_p
     assert check_tasks(source, source.tasks, tmp_path / "result", workers=2) == []
     assert table_rows(capsys) == [
         ["order", "id", "name", "classes", "train", "val", "status"],
-        ["0", "12", "shapes", "5", "189", "44", "OK"],
-        ["1", "5", "stripes", "5", "174", "45", "OK"],
-        ["2", "31", "blob_scenes", "5", "175", "47", "OK"],
-        ["3", "2", "compass64", "64", "190", "64", "OK"],
+        ["0", "12", "shapes", "5", "322", "46", "OK"],
+        ["1", "5", "stripes", "5", "316", "42", "OK"],
+        ["2", "31", "blob_scenes", "5", "319", "44", "OK"],
+        ["3", "2", "compass60", "60", "146", "60", "OK"],
     ]
     for task in source.tasks:
         written = (tmp_path / "result" / task.name / "manifest.csv").read_text()
@@ -55,8 +55,8 @@ def test_missing_and_corrupt_images_are_named_per_task(data, tmp_path, capsys):
 
     problems = check_tasks(source, [shapes, stripes, scenes], tmp_path / "result", workers=2)
 
-    assert problems[0] == f"shapes: 1 of 233 images under {data} cannot be read: {missing}: file not found"
-    assert problems[1].startswith(f"stripes: 1 of 219 images under {data} cannot be read: "
+    assert problems[0] == f"shapes: 1 of 368 images under {data} cannot be read: {missing}: file not found"
+    assert problems[1].startswith(f"stripes: 1 of 358 images under {data} cannot be read: "
                                   f"{corrupt}: cannot identify image file ")
     assert len(problems) == 2
     assert [row[6] for row in table_rows(capsys)[1:]] == ["1 unreadable images", "1 unreadable images", "OK"]
@@ -66,17 +66,17 @@ def test_missing_and_corrupt_images_are_named_per_task(data, tmp_path, capsys):
 def test_counts_that_differ_from_the_stat_file_are_mismatches(pristine, tmp_path, capsys):
     stat = tmp_path / "stat.csv"
     stat.write_text("oldid,newid,name,class_num,train_num,test_num\n"
-                    "0,12,shapes,6,190,44\n"
-                    "1,5,stripes,,174,\n"  # blank: not recorded, not compared
-                    "2,31,blob_scenes,5,175,46\n")
+                    "0,12,shapes,6,323,46\n"
+                    "1,5,stripes,,316,\n"  # blank: not recorded, not compared
+                    "2,31,blob_scenes,5,319,45\n")
     source = open_data(pristine, stat)
 
     problems = check_tasks(source, source.tasks, tmp_path / "result", workers=0)
 
-    assert problems == ["shapes: 5 classes, the stat file says 6", "shapes: 189 train images, the stat file says 190",
-                        "blob_scenes: 47 val images, the stat file says 46"]
+    assert problems == ["shapes: 5 classes, the stat file says 6", "shapes: 322 train images, the stat file says 323",
+                        "blob_scenes: 44 val images, the stat file says 45"]
     assert [row[6] for row in table_rows(capsys)[1:]] == [
-        "classes 5, stat 6; train images 189, stat 190", "OK", "val images 47, stat 46"]
+        "classes 5, stat 6; train images 322, stat 323", "OK", "val images 44, stat 45"]
 
 
 def test_a_task_that_cannot_be_sampled_fails_alone(pristine, tmp_path, capsys):
@@ -88,7 +88,7 @@ def test_a_task_that_cannot_be_sampled_fails_alone(pristine, tmp_path, capsys):
 
     database = pristine / "rolling_releases" / "database_2.sqlite"
     assert problems == [f"ghost: task 77 (ghost) is not in the datasets table of {database}"]
-    assert table_rows(capsys)[1:] == [["1", "5", "stripes", "5", "174", "45", "OK"],
+    assert table_rows(capsys)[1:] == [["1", "5", "stripes", "5", "316", "42", "OK"],
                                       ["9", "77", "ghost", "-", "-", "-", "cannot sample"]]
     assert not (tmp_path / "result" / "ghost").exists()
     assert (tmp_path / "result" / "stripes" / "manifest.csv").is_file()
