@@ -188,7 +188,8 @@ class Context:
         cache = None if self.args.no_cache else self.args.cache_dir
         return load_task_tensors(self.source.root, sample, self.args.image_size, cache, self.args.workers)
 
-    def to_device(self, images: torch.Tensor) -> torch.Tensor:
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """channels_last on CUDA, where cuDNN is fastest with it; as served on the CPU."""
         return images.contiguous(memory_format=torch.channels_last) if self.on_cuda else images
 
 
@@ -235,7 +236,7 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ba
     bar = tqdm(batches, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
     for step, (images, labels) in enumerate(bar):
         with ctx.autocast():
-            logits = model(ctx.to_device(images))
+            logits = model(ctx.model_input(images))
         loss = F.cross_entropy(logits.float(), labels)
         if ctx.args.norm_penalty:
             loss = loss + ctx.args.norm_penalty * l2_norm_penalty(params)
@@ -261,7 +262,7 @@ def evaluate(model: torch.nn.Module, batches: DeviceBatches, ctx: Context) -> in
     with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
         for images, labels in batches:
             with ctx.autocast():
-                logits = model(ctx.to_device(images))
+                logits = model(ctx.model_input(images))
             correct += (logits.argmax(1) == labels).sum()
     return int(correct)
 
