@@ -209,3 +209,21 @@ def test_demo_without_data_writes_demo_folder_and_report(tmp_path):
     assert (tmp_path / "demo_data" / "rolling_releases" / "database_2.sqlite").exists()
     assert (tmp_path / "result" / "report.md").read_text() in result.stdout
     assert len(read_csv(tmp_path / "result" / "Ghost_reduced_v1.csv")) == 1
+
+
+def test_check_flag_exits_zero_when_sound_and_one_naming_each_mismatch(data, tmp_path, capsys):
+    args = ["--data", str(data), "--stat", str(data / "stat.csv"), "--workers", "0", "--check",
+            "--result", str(tmp_path / "result")]
+    assert main.main(args) == 0
+    assert "check passed for 4 task(s)" in capsys.readouterr().out
+    assert (tmp_path / "result" / TASKS[0] / "manifest.csv").is_file()
+
+    stat = tmp_path / "stat.csv"
+    lines = (data / "stat.csv").read_text().splitlines()
+    fields = lines[1].split(",")
+    fields[4] = str(int(fields[4]) + 1)  # one train image more than the data holds
+    stat.write_text("\n".join([lines[0], ",".join(fields), *lines[2:]]) + "\n")
+    assert main.main([*args, "--stat", str(stat)]) == 1
+    captured = capsys.readouterr()
+    assert f"mismatch: {fields[2]}: {int(fields[4]) - 1} train images, the stat file says {fields[4]}" in captured.err
+    assert "check FAILED for 4 task(s)" in captured.out
