@@ -12,7 +12,9 @@ import argparse
 import contextlib
 import csv
 import io
+import hashlib
 import logging
+import math
 import sys
 import tempfile
 import time
@@ -27,9 +29,9 @@ from dataset.atomic import atomic_path, atomic_write_text
 from dataset.check import check_tasks
 from dataset.loader import DeviceBatches
 from dataset.preprocess import TaskTensors, default_workers, load_task_tensors
-from dataset.sources import DataSource, check_files_exist, open_data, select_tasks, write_manifest
+from dataset.sources import DataSource, check_files_exist, manifest_text, open_data, select_tasks, write_manifest
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
-from dataset.task import DatasetError, TaskSample
+from dataset.task import DatasetError, TaskInfo, TaskSample
 from network import (ARCHS, METHODS, NetworkError, backbone_id, build_model, load_backbone, load_task_state,
                      parameter_cost, task_state)
 
@@ -59,7 +61,7 @@ def number(kind: type, allow_zero: bool = False):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < 0 or (value == 0 and not allow_zero):
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
             raise argparse.ArgumentTypeError(f"must be {'zero or more' if allow_zero else 'positive'}, got {text}")
         return value
     return parse
@@ -101,7 +103,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "StepLR divides it by 10 every epochs//3 epochs")
     recipe.add_argument("--norm-penalty", type=number(float, allow_zero=True), default=1e-5,
                         help="weight of the sum of L2 norms of the task's tensors in the loss (default 1e-5)")
-    recipe.add_argument("--patience", type=number(int), default=21,
+    recipe.add_argument("--patience", type=number(int, allow_zero=True), default=21,
                         help="stop when the epoch is more than this many epochs past the best (default 21)")
     recipe.add_argument("--seed", type=int, default=0, help="seed; task k uses seed+k (default 0)")
 
@@ -171,14 +173,14 @@ class Context:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def weight_path(self, sample: TaskSample) -> Path:
-        return self.args.weight / f"{sample.task.name}_{self.args.method}.pt"
+    def weight_path(self, task: TaskInfo) -> Path:
+        return self.args.weight / f"{task.name}_{self.args.method}.pt"
 
-    def resume_path(self, sample: TaskSample) -> Path:
-        return self.args.weight / f"{sample.task.name}_{self.args.method}.resume.pt"
+    def resume_path(self, task: TaskInfo) -> Path:
+        return self.args.weight / f"{task.name}_{self.args.method}.resume.pt"
 
-    def log_path(self, sample: TaskSample) -> Path:
-        return self.args.result / sample.task.name / f"{self.args.method}.log"
+    def log_path(self, task: TaskInfo) -> Path:
+        return self.args.result / task.name / f"{self.args.method}.log"
 
     @property
     def csv_path(self) -> Path:
@@ -277,7 +279,8 @@ def run_config(ctx: Context, sample: TaskSample) -> dict:
     a = ctx.args
     return {"method": a.method, "arch": a.arch, "backbone": ctx.backbone_id, "num_classes": sample.num_classes,
             "image_size": a.image_size, "epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr,
-            "norm_penalty": a.norm_penalty, "patience": a.patience, "seed": a.seed}
+            "norm_penalty": a.norm_penalty, "patience": a.patience, "seed": a.seed,
+            "manifest_sha256": hashlib.sha256(manifest_text(sample).encode()).hexdigest()[:16]}
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -291,8 +294,8 @@ def require_same_config(path: Path, saved: dict, expected: dict) -> None:
     differing = [f"{key} {saved.get(key)!r} (now {value!r})" for key, value in expected.items()
                  if saved.get(key) != value]
     if differing:
-        raise RunError(f"{path} was made with other settings: {', '.join(differing)}; "
-                       "pass --fresh to start over, or use another --weight/--result folder")
+        raise RunError(f"{path} was made with other settings or data: {', '.join(differing)}; "
+                       "pass --fresh to replace it, or use another --weight folder")
 
 
 def save_resume_point(ctx: Context, sample: TaskSample, model, optimizer, scheduler, batches, progress) -> None:
@@ -304,12 +307,12 @@ def save_resume_point(ctx: Context, sample: TaskSample, model, optimizer, schedu
         "torch_rng": torch.get_rng_state(), "shuffle_rng": batches.generator.get_state(),
         "cuda_rng": torch.cuda.get_rng_state() if ctx.on_cuda else None,
     }
-    with atomic_path(ctx.resume_path(sample)) as tmp:
+    with atomic_path(ctx.resume_path(sample.task)) as tmp:
         torch.save(checkpoint, tmp)
 
 
 def restore_resume_point(ctx: Context, sample: TaskSample, model, optimizer, scheduler, batches) -> Progress:
-    path = ctx.resume_path(sample)
+    path = ctx.resume_path(sample.task)
     checkpoint = load_checkpoint(path)
     require_same_config(path, checkpoint["config"], run_config(ctx, sample))
     load_task_state(model, checkpoint["state"])
@@ -341,12 +344,15 @@ def train_task(ctx: Context, sample: TaskSample) -> dict:
     step = torch.compile(model) if args.compile else model
 
     progress = Progress()
-    if ctx.resume_path(sample).exists():
+    if ctx.resume_path(sample.task).exists():
         progress = restore_resume_point(ctx, sample, model, optimizer, scheduler, train_batches)
         log.info("resuming %s after epoch %d (best %.2f%% at epoch %d)", task.name, progress.epoch,
                  100 * progress.best_correct / val_batches.num_images, progress.best_epoch)
     else:
         log.info("hyper-parameters: %s", " ".join(f"{k}={v}" for k, v in sorted(vars(args).items())))
+        log.info("resolved: device %s, %s, eval batch %d, StepLR step %d", ctx.device,
+                 "bf16 autocast" if ctx.on_cuda and args.precision == "bf16" else "fp32", ctx.eval_batch_size,
+                 scheduler.step_size)
         log.info("label map (class -> label): %s", {key: label for label, key in enumerate(sample.classes)})
         log.info("task-specific parameters: %d (%.3f%% of the backbone's %d), head %d",
                  cost.trainable, cost.percent, cost.backbone, cost.head)
@@ -370,7 +376,8 @@ def train_task(ctx: Context, sample: TaskSample) -> dict:
                  time.perf_counter() - started)
         save_resume_point(ctx, sample, model, optimizer, scheduler, train_batches, progress)
     if progress.epoch < args.epochs:
-        log.info("early stop after epoch %d: no new best for %d epochs", progress.epoch, args.patience)
+        log.info("early stop after epoch %d: no new best for %d epochs", progress.epoch,
+                 progress.epoch - progress.best_epoch)
     best_acc = progress.best_correct / val_batches.num_images
     log.info("best epoch %d: val acc %.4f", progress.best_epoch, best_acc)
     return {
@@ -406,9 +413,10 @@ def record_result(path: Path, task_id: int, task_name: str, best_acc: float) -> 
 
 
 def finished_weights(ctx: Context, sample: TaskSample) -> dict | None:
-    """The saved weights of a task this method already finished, or None if it still has to run."""
-    path = ctx.weight_path(sample)
-    if sample.task.task_id not in read_results(ctx.csv_path) or not path.exists():
+    """The saved weights of a task this method already finished, or None if it still has to run. The weights
+    file is the record; one made with other settings or data is never silently replaced."""
+    path = ctx.weight_path(sample.task)
+    if not path.exists():
         return None
     saved = load_checkpoint(path)
     require_same_config(path, saved["config"], run_config(ctx, sample))
@@ -420,7 +428,7 @@ def forget_tasks(ctx: Context, samples: list[TaskSample]) -> None:
     rows = read_results(ctx.csv_path)
     for sample in samples:
         rows.pop(sample.task.task_id, None)
-        for path in (ctx.weight_path(sample), ctx.resume_path(sample), ctx.log_path(sample)):
+        for path in (ctx.weight_path(sample.task), ctx.resume_path(sample.task), ctx.log_path(sample.task)):
             path.unlink(missing_ok=True)
     if ctx.csv_path.exists():
         write_results(ctx.csv_path, rows)
@@ -444,16 +452,19 @@ def learn_tasks(ctx: Context, samples: list[TaskSample]) -> None:
     """Learn the tasks in order, skipping those already done and resuming one that was interrupted."""
     for number, sample in enumerate(samples, 1):
         task = sample.task
-        if finished_weights(ctx, sample) is not None:
-            log.info("[%d/%d] %s: already done (%s), skipping", number, len(samples), task.name, ctx.weight_path(sample))
+        saved = finished_weights(ctx, sample)
+        if saved is not None:
+            log.info("[%d/%d] %s: already done (%s), skipping", number, len(samples), task.name, ctx.weight_path(task))
+            if task.task_id not in read_results(ctx.csv_path):  # finished into another --result folder
+                record_result(ctx.csv_path, task.task_id, task.name, saved["best_acc"])
             continue
         log.info("[%d/%d] %s (id %d): %d classes", number, len(samples), task.name, task.task_id, sample.num_classes)
-        with task_log(ctx.log_path(sample)):
+        with task_log(ctx.log_path(sample.task)):
             saved = train_task(ctx, sample)
-        with atomic_path(ctx.weight_path(sample)) as tmp:
+        with atomic_path(ctx.weight_path(sample.task)) as tmp:
             torch.save(saved, tmp)
         record_result(ctx.csv_path, task.task_id, task.name, saved["best_acc"])
-        ctx.resume_path(sample).unlink(missing_ok=True)
+        ctx.resume_path(sample.task).unlink(missing_ok=True)
 
 
 def verify_task(ctx: Context, sample: TaskSample, saved: dict) -> int:
@@ -523,16 +534,20 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.data is None:
         prepare_demo_data(args)
+    if args.batch_size == 1 and args.image_size <= 32:
+        raise RunError("at 32 px or less BatchNorm cannot train on one image per batch: "
+                       "use --batch-size 2 or more, or --image-size 33 or more")
     source = open_data(args.data, args.stat)
     tasks = select_tasks(source.tasks, args.tasks)
+    prepare_output_folder(args.result, "result")
     if args.check:
         mismatches = check_tasks(source, tasks, args.result, args.workers)
         for mismatch in mismatches:
             print(f"mismatch: {mismatch}", file=sys.stderr)
-        print(f"check {'FAILED' if mismatches else 'passed'} for {len(tasks)} task(s)")
+        print(f"check FAILED: {len(mismatches)} mismatch(es) in {len(tasks)} task(s)" if mismatches
+              else f"check passed for {len(tasks)} task(s)")
         return 1 if mismatches else 0
 
-    prepare_output_folder(args.result, "result")
     prepare_output_folder(args.weight, "weight")
     backbone = load_backbone(args.arch, args.weights).to(device)  # each task's copy is then made on the device
     ctx = Context(args, device, source, backbone, backbone_id(args.weights))
@@ -546,7 +561,11 @@ def run(args: argparse.Namespace) -> int:
     log.info("%s on %s (%s), %d task(s), device %s", method_label(args.method), args.arch, ctx.backbone_id,
              len(samples), device)
     learn_tasks(ctx, samples)
-    print(write_report(ctx, samples))
+    selected = {sample.task for sample in samples}
+    others = [source.sample(task) for task in source.tasks
+              if task not in selected and ctx.weight_path(task).exists()]
+    order = {task: index for index, task in enumerate(source.tasks)}
+    print(write_report(ctx, sorted(samples + others, key=lambda sample: order[sample.task])))
     return 0
 
 

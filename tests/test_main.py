@@ -159,7 +159,30 @@ def test_fresh_starts_over(data, finished, tmp_path, capsys):
 def test_changed_settings_on_rerun_are_refused(data, finished, capsys):
     assert main.main(run_args(data, finished, "--epochs", "3")) == 2
     error = capsys.readouterr().err
-    assert "other settings: epochs 2 (now 3)" in error and "--fresh" in error
+    assert "other settings or data: epochs 2 (now 3)" in error and "--fresh" in error
+
+
+def test_other_data_under_the_same_weights_is_refused(finished, tmp_path, capsys):
+    other = tmp_path / "other"
+    write_synthetic_dct(other, seed=1)  # the same task names, other images
+    assert main.main(run_args(other, finished)) == 2
+    error = capsys.readouterr().err
+    assert "other settings or data: manifest_sha256" in error and "--fresh" in error
+
+
+def test_a_new_result_folder_adopts_finished_weights_instead_of_retraining(data, finished, tmp_path, capsys):
+    weights_before = saved_states(finished)
+    assert main.main(run_args(data, finished, "--result", str(tmp_path / "result"))) == 0
+    assert capsys.readouterr().out.count("already done") == len(TASKS)
+    assert read_csv(tmp_path / "result" / "Ghost_reduced_v1.csv") == read_csv(
+        finished / "result" / "Ghost_reduced_v1.csv")
+    assert_same_states(saved_states(finished), weights_before)
+
+
+def test_report_covers_every_finished_task_after_a_subset_run(data, finished, capsys):
+    assert main.main(run_args(data, finished, "--tasks", TASKS[1])) == 0
+    report = (finished / "result" / "report.md").read_text()
+    assert all(f"| {task} |" in report for task in TASKS) and f"average of {len(TASKS)}" in report
 
 
 def test_report_puts_methods_side_by_side(data, finished, tmp_path):
@@ -188,8 +211,11 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     (["--epochs", "0"], "argument --epochs: must be positive, got 0"),
     (["--batch-size", "-3"], "argument --batch-size: must be positive, got -3"),
     (["--result", "a_file/result"], "cannot write to the result folder"),
+    (["--check", "--result", "a_file/result"], "cannot write to the result folder"),
+    (["--lr", "nan"], "argument --lr: must be positive, got nan"),
+    (["--batch-size", "1", "--image-size", "32"], "BatchNorm cannot train on one image per batch"),
 ], ids=["missing-data", "unknown-task", "unknown-method", "unreadable-weights", "zero-epochs",
-        "negative-batch", "unwritable-result"])
+        "negative-batch", "unwritable-result", "unwritable-result-check", "nan-lr", "one-image-batches"])
 def test_user_mistakes_are_one_line_errors(data, tmp_path, args, message):
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     (tmp_path / "a_file").write_text("")
@@ -226,4 +252,4 @@ def test_check_flag_exits_zero_when_sound_and_one_naming_each_mismatch(data, tmp
     assert main.main([*args, "--stat", str(stat)]) == 1
     captured = capsys.readouterr()
     assert f"mismatch: {fields[2]}: {int(fields[4]) - 1} train images, the stat file says {fields[4]}" in captured.err
-    assert "check FAILED for 4 task(s)" in captured.out
+    assert "check FAILED: 1 mismatch(es) in 4 task(s)" in captured.out
