@@ -98,6 +98,10 @@ def select_tasks(tasks: list[TaskInfo], wanted: Sequence[str] | None) -> list[Ta
         return token == task.name or (token.isdigit() and int(token) == task.task_id)
 
     unknown = [token for token in wanted if not any(matches(task, token) for task in tasks)]
+    ambiguous = [token for token in wanted if sum(matches(task, token) for task in tasks) > 1]
+    if ambiguous:
+        raise DatasetError(f"ambiguous task(s): {', '.join(ambiguous)} is both one task's id and another's name; "
+                           "give the other task's name or id instead")
     if unknown:
         available = ", ".join(f"{task.task_id} {task.name}" for task in tasks)
         raise DatasetError(f"unknown task(s): {', '.join(unknown)}; available: {available}")

@@ -215,3 +215,10 @@ def test_check_files_exist(tmp_path):
     (tmp_path / "b" / "1.png").mkdir()  # a folder where an image should be is missing too
     with pytest.raises(DatasetError, match="^7 of 10 image files missing"):
         check_files_exist(tmp_path, samples)
+
+
+def test_a_token_that_is_one_tasks_id_and_another_tasks_name_is_refused():
+    tasks = [TaskInfo(order=0, task_id=1, name="2"), TaskInfo(order=1, task_id=2, name="a")]
+    with pytest.raises(DatasetError, match=r"^ambiguous task\(s\): 2 is both one task's id and another's name; "):
+        select_tasks(tasks, ["2"])
+    assert select_tasks(tasks, ["a", "1"]) == tasks
