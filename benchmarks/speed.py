@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -53,6 +54,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="this project's path (CUDA)")
     parser.add_argument("--compile", action="store_true", help="torch.compile this project's training step")
+    parser.add_argument("--photo-size", type=int, nargs=2, default=(500, 375), metavar=("W", "H"),
+                        help="re-save the measured task's images at this size first, so decoding costs what a "
+                        "DCT photo costs (default 500 375; 0 0 keeps the small synthetic images)")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="preprocessing workers (default %(default)s)")
     parser.add_argument("--result", type=Path, default=Path("result"), help="JSON goes here (default ./result/)")
@@ -180,6 +184,14 @@ def measure_release_style(ctx: main.Context, root: Path, sample, size: int, step
     return {"train_images_per_s": seen / train.seconds, "eval_images_per_s": seen_eval / evaluation.seconds}
 
 
+def enlarge(root: Path, paths: list[str], size: tuple[int, int]) -> None:
+    """Re-save each image at `size`, same format and mode, so decoding costs what it costs on real photos."""
+    for path in paths:
+        with Image.open(root / path) as image:
+            image_format, resized = image.format, image.resize(size, Image.BILINEAR)
+        resized.save(root / path, format=image_format)
+
+
 def reproduction_hours(train_rate: float, eval_rate: float, preprocess_rate: float | None = None) -> float:
     """All 60 epochs of the 53 tasks (REFERENCE.md's image counts; early stopping only shortens it)."""
     tasks = read_stat(DEFAULT_STAT)
@@ -208,6 +220,8 @@ def measure_all(args: argparse.Namespace, work: Path) -> dict:
     source = open_data(data, data / "stat.csv")
     sample = source.sample(next(t for t in source.tasks if t.name == DEMO_TASKS[0]))
     paths = [path for path, _ in sample.train + sample.val]
+    if all(args.photo_size):
+        enlarge(source.root, paths, tuple(args.photo_size))
     with Timer(torch.device("cpu")) as preprocessing:
         decode_images(source.root, paths, size, args.workers, "preprocessing")
     tensors = load_task_tensors(source.root, sample, size, None, args.workers)
@@ -234,9 +248,13 @@ def measure_all(args: argparse.Namespace, work: Path) -> dict:
                                                    RepeatedBatch(one_val, steps), RepeatedBatch(one_train, warmup),
                                                    RepeatedBatch(one_val, warmup)),
     }
-    rounds = [{name: measure() for name, measure in measurements.items()} for _ in range(args.repeats)]
+    names = list(measurements)
+    rounds = []
+    for round_index in range(args.repeats):  # each round starts with another path, so position effects even out
+        order = names[round_index % len(names):] + names[:round_index % len(names)]
+        rounds.append({name: measurements[name]() for name in order})
     figures = {name: {metric: statistics.median(r[name][metric] for r in rounds) for metric in rounds[0][name]}
-               for name in measurements}  # rounds alternate the paths, so drift and order effects even out
+               for name in names}
     a, b, c = figures["a_release_style"], figures["b_this_project"], figures["c_compute_bound"]
     preprocess_rate = len(paths) / preprocessing.seconds
     return {
@@ -249,7 +267,8 @@ def measure_all(args: argparse.Namespace, work: Path) -> dict:
                      "precision": args.precision if cuda else "fp32", "channels_last": cuda,
                      "compile": args.compile, "steps": steps, "warmup": warmup, "repeats": args.repeats,
                      "workers": args.workers,
-                     "task": sample.task.name, "task_images": len(paths)},
+                     "task": sample.task.name, "task_images": len(paths),
+                     "photo_size": list(args.photo_size)},
         "images_per_s": figures,
         "ratios": {"train_b_over_a": b["train_images_per_s"] / a["train_images_per_s"],
                    "train_b_over_c": b["train_images_per_s"] / c["train_images_per_s"],
@@ -275,7 +294,8 @@ def format_report(result: dict) -> str:
     r = result["ratios"]
     rows += ["", f"b/a: train {r['train_b_over_a']:.2f}x, eval {r['eval_b_over_a']:.2f}x",
              f"b/c: train {r['train_b_over_c']:.3f}, eval {r['eval_b_over_c']:.3f}",
-             f"preprocessing (decode + resize, {s['workers']} workers, {s['task_images']} synthetic images): "
+             f"preprocessing (decode + resize, {s['workers']} workers, {s['task_images']} synthetic images "
+             f"saved at {s['photo_size'][0]}x{s['photo_size'][1]}): "
              f"{result['preprocessing_images_per_s']:.0f} img/s",
              "53 tasks x 60 epochs (no early stop), estimated: "
              f"release-style {result['reproduction_hours']['a_release_style']:.1f} h, "
