@@ -29,7 +29,8 @@ from dataset.atomic import atomic_path, atomic_write_text
 from dataset.check import check_tasks
 from dataset.loader import DeviceBatches
 from dataset.preprocess import TaskTensors, default_workers, load_task_tensors
-from dataset.sources import DataSource, check_files_exist, manifest_text, open_data, select_tasks, write_manifest
+from dataset.sources import (DataSource, check_files_exist, manifest_path, manifest_text, open_data, select_tasks,
+                             write_manifest)
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
 from dataset.task import DatasetError, TaskInfo, TaskSample
 from network import (ARCHS, METHODS, NetworkError, backbone_id, build_model, load_backbone, load_task_state,
@@ -160,9 +161,9 @@ class Context:
 
     @property
     def min_last_train_batch(self) -> int:
-        """At 32 px or less ResNet's last feature map is 1x1, and BatchNorm cannot train on one value per
-        channel: a trailing one-image batch is then skipped. At larger sizes every image trains, as in the release."""
-        return 2 if self.args.image_size <= 32 else 1
+        """A trailing one-image batch is skipped only where BatchNorm cannot train on it; at larger sizes
+        every image trains, as in the release."""
+        return 2 if bn_needs_two_images(self.args.image_size) else 1
 
     @property
     def eval_batch_size(self) -> int:
@@ -193,6 +194,18 @@ class Context:
     def model_input(self, images: torch.Tensor) -> torch.Tensor:
         """channels_last on CUDA, where cuDNN is fastest with it; as served on the CPU."""
         return images.contiguous(memory_format=torch.channels_last) if self.on_cuda else images
+
+
+def bn_needs_two_images(image_size: int) -> bool:
+    """ResNet downsamples 32x: at 32 px or less its last feature map is 1x1, and BatchNorm in train mode
+    cannot learn from a batch that gives it one value per channel."""
+    return image_size <= 32
+
+
+def build_optimizer(ctx: Context, model: torch.nn.Module) -> torch.optim.Adam:
+    """Adam over the task's own tensors (fused on CUDA), as the recipe and the benchmark use it."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.Adam(params, lr=ctx.args.lr, fused=ctx.on_cuda or None)
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -337,8 +350,7 @@ def train_task(ctx: Context, sample: TaskSample) -> dict:
     val_batches = DeviceBatches(tensors.val_images, tensors.val_labels, ctx.eval_batch_size, ctx.device,
                                 shuffle=False)
     model = build_task_model(ctx, sample.num_classes)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=args.lr, fused=ctx.on_cuda or None)
+    optimizer = build_optimizer(ctx, model)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, args.epochs // 3), gamma=0.1)
     cost = parameter_cost(model)
     step = torch.compile(model) if args.compile else model
@@ -534,7 +546,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.data is None:
         prepare_demo_data(args)
-    if args.batch_size == 1 and args.image_size <= 32:
+    if args.batch_size == 1 and bn_needs_two_images(args.image_size):
         raise RunError("at 32 px or less BatchNorm cannot train on one image per batch: "
                        "use --batch-size 2 or more, or --image-size 33 or more")
     source = open_data(args.data, args.stat)
@@ -554,7 +566,7 @@ def run(args: argparse.Namespace) -> int:
     samples = [source.sample(task) for task in tqdm(tasks, desc="sampling tasks", leave=False)]
     check_files_exist(source.root, samples)
     for sample in samples:
-        write_manifest(sample, args.result / sample.task.name / "manifest.csv")
+        write_manifest(sample, manifest_path(args.result, sample.task))
     torch.backends.cudnn.benchmark = True
     if args.fresh:
         forget_tasks(ctx, samples)

@@ -156,8 +156,7 @@ def measure_project(ctx: main.Context, num_classes: int, train_batches, eval_bat
                     warmup_eval) -> dict:
     """Images/s of main.py's own train_one_epoch and evaluate over the given batch sources."""
     model = main.build_task_model(ctx, num_classes)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=ctx.args.lr, fused=ctx.on_cuda or None)
+    optimizer = main.build_optimizer(ctx, model)
     step_model = torch.compile(model) if ctx.args.compile else model
     main.train_one_epoch(step_model, optimizer, warmup_batches, ctx, "warm-up")
     with Timer(ctx.device) as train:
@@ -219,7 +218,7 @@ def measure_all(args: argparse.Namespace, work: Path) -> dict:
     write_synthetic_dct(data)
     source = open_data(data, data / "stat.csv")
     sample = source.sample(next(t for t in source.tasks if t.name == DEMO_TASKS[0]))
-    paths = [path for path, _ in sample.train + sample.val]
+    paths = sample.paths
     if all(args.photo_size):
         enlarge(source.root, paths, tuple(args.photo_size))
     with Timer(torch.device("cpu")) as preprocessing:

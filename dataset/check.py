@@ -10,10 +10,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dataset.preprocess import Failure, describe_failures, unreadable_images
-from dataset.sources import DataSource, write_manifest
+from dataset.sources import DataSource, manifest_path, write_manifest
 from dataset.task import DatasetError, TaskInfo, TaskSample
 
-MANIFEST_NAME = "manifest.csv"
 TABLE_COLUMNS = ("order", "id", "name", "classes", "train", "val", "status")
 
 
@@ -35,7 +34,7 @@ def check_tasks(source: DataSource, tasks: Sequence[TaskInfo], result_dir: Path,
     checks = [_sample_task(source, task, Path(result_dir))
               for task in tqdm(tasks, desc="check: sampling", unit="task")]
     sampled = [check for check in checks if check.sample is not None]
-    paths = list(dict.fromkeys(path for check in sampled for path in _sample_paths(check.sample)))
+    paths = list(dict.fromkeys(path for check in sampled for path in check.sample.paths))
     failed = dict(unreadable_images(source.root, paths, workers, desc="check: decoding"))
     for check in sampled:
         _note_failures(check, source.root, failed)
@@ -52,7 +51,7 @@ def _sample_task(source: DataSource, task: TaskInfo, result_dir: Path) -> TaskCh
         check.problems.append(f"{task.name}: {error}")
         check.notes.append("cannot sample")
         return check
-    write_manifest(check.sample, result_dir / task.name / MANIFEST_NAME)
+    write_manifest(check.sample, manifest_path(result_dir, task))
     for what, found, expected in _counts(check.sample):
         if expected is not None and found != expected:
             check.problems.append(f"{task.name}: {found} {what}, the stat file says {expected}")
@@ -67,12 +66,8 @@ def _counts(sample: TaskSample) -> list[tuple[str, int, int | None]]:
             ("val images", len(sample.val), task.val_num)]
 
 
-def _sample_paths(sample: TaskSample) -> list[str]:
-    return [path for path, _ in sample.train + sample.val]
-
-
 def _note_failures(check: TaskCheck, root: Path, failed: dict[str, str]) -> None:
-    paths = _sample_paths(check.sample)
+    paths = check.sample.paths
     failures: list[Failure] = [(path, failed[path]) for path in paths if path in failed]
     if failures:
         check.problems.append(f"{check.task.name}: {describe_failures(root, failures, len(paths))}")

@@ -10,7 +10,7 @@ import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -94,7 +94,7 @@ def task_cache_key(root: Path, sample: TaskSample, size: int) -> str:
     digest = hashlib.sha256()
     digest.update(f"clr task tensors v{CACHE_FORMAT}\nsize {size}\nroot {Path(root).resolve()}\n".encode())
     digest.update(manifest_text(sample).encode())
-    for path in _paths(sample.train + sample.val):
+    for path in sample.paths:
         try:
             stat = os.stat(Path(root) / path)
             digest.update(f"{stat.st_size} {stat.st_mtime_ns}\n".encode())
@@ -103,17 +103,13 @@ def task_cache_key(root: Path, sample: TaskSample, size: int) -> str:
     return digest.hexdigest()
 
 
-def _paths(items: Iterable[Item]) -> list[str]:
-    return [path for path, _ in items]
-
-
 def _labels(items: Sequence[Item]) -> torch.Tensor:
     return torch.tensor([label for _, label in items], dtype=torch.int64)
 
 
 def _decode_task(root: Path, sample: TaskSample, size: int, workers: int) -> TaskTensors:
     """Decode train and val in one parallel pass, then split (the two halves share one buffer)."""
-    images = decode_images(root, _paths(sample.train + sample.val), size, workers,
+    images = decode_images(root, sample.paths, size, workers,
                            desc=f"{sample.task.name}: decode")
     train_count = len(sample.train)
     tensor = torch.from_numpy(images)

@@ -118,6 +118,11 @@ def manifest_text(sample: TaskSample) -> str:
     return buffer.getvalue()
 
 
+def manifest_path(result_dir: str | os.PathLike, task: TaskInfo) -> Path:
+    """Where a run or --check keeps a task's manifest: <result>/<task name>/manifest.csv."""
+    return Path(result_dir) / task.name / "manifest.csv"
+
+
 def write_manifest(sample: TaskSample, path: str | os.PathLike) -> None:
     """Write the task's manifest (creating its folder), atomically."""
     path = Path(path)

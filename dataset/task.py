@@ -42,3 +42,8 @@ class TaskSample:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def paths(self) -> list[str]:
+        """Every image path, train then val: the order manifests, decoding and caching use."""
+        return [path for path, _ in self.train + self.val]
