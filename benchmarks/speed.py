@@ -6,8 +6,8 @@
 On synthetic DCT-format data, for one model and method, it measures
   (a) release-style: per-image PIL decode + transform every epoch through a DataLoader with 0 workers,
       fp32, NCHW, host syncs every step (the release's per-tensor norm test and loss.item());
-  (b) this project: main.train_one_epoch / main.evaluate over preprocessed, device-resident batches;
-  (c) compute bound: the same main.train_one_epoch / main.evaluate fed one batch already in device memory,
+  (b) this project: training.loop's train_one_epoch / evaluate over preprocessed, device-resident batches;
+  (c) compute bound: the same functions fed one batch already in device memory,
 so b/c is what the data path costs and b/a what this project gains. It also times preprocessing and estimates
 the 53-task x 60-epoch reproduction's wall time. Figures are printed and saved as JSON in --result.
 """
@@ -29,12 +29,15 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import main  # noqa: E402  (its real training step is what gets measured)
+import main  # noqa: E402  (its argument defaults configure the measured run)
+from dataset.atomic import atomic_write_text  # noqa: E402
 from dataset.loader import DeviceBatches, ReleaseStyleDataset  # noqa: E402
 from dataset.preprocess import decode_images, default_workers, load_task_tensors  # noqa: E402
 from dataset.sources import DEFAULT_STAT, open_data, read_stat  # noqa: E402
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct  # noqa: E402
 from network import ARCHS, METHODS, backbone_id, build_model, load_backbone  # noqa: E402
+from training.context import Context, resolve_device  # noqa: E402
+from training.loop import build_optimizer, build_task_model, evaluate, train_one_epoch  # noqa: E402  (measured)
 
 REPRODUCTION_EPOCHS = 60
 RELEASE_EVAL_BATCH = 16
@@ -152,23 +155,23 @@ def release_style_eval(model, batches, device: torch.device) -> int:
     return seen
 
 
-def measure_project(ctx: main.Context, num_classes: int, train_batches, eval_batches, warmup_batches,
+def measure_project(ctx: Context, num_classes: int, train_batches, eval_batches, warmup_batches,
                     warmup_eval) -> dict:
-    """Images/s of main.py's own train_one_epoch and evaluate over the given batch sources."""
-    model = main.build_task_model(ctx, num_classes)
-    optimizer = main.build_optimizer(ctx, model)
+    """Images/s of the project's own train_one_epoch and evaluate over the given batch sources."""
+    model = build_task_model(ctx, num_classes)
+    optimizer = build_optimizer(ctx, model)
     step_model = torch.compile(model) if ctx.args.compile else model
-    main.train_one_epoch(step_model, optimizer, warmup_batches, ctx, "warm-up")
+    train_one_epoch(step_model, optimizer, warmup_batches, ctx, "warm-up")
     with Timer(ctx.device) as train:
-        main.train_one_epoch(step_model, optimizer, train_batches, ctx, "train")
-    main.evaluate(model, warmup_eval, ctx)
+        train_one_epoch(step_model, optimizer, train_batches, ctx, "train")
+    evaluate(model, warmup_eval, ctx)
     with Timer(ctx.device) as evaluation:
-        main.evaluate(model, eval_batches, ctx)
+        evaluate(model, eval_batches, ctx)
     return {"train_images_per_s": train_batches.num_images / train.seconds,
             "eval_images_per_s": eval_batches.num_images / evaluation.seconds}
 
 
-def measure_release_style(ctx: main.Context, root: Path, sample, size: int, steps: int, warmup: int) -> dict:
+def measure_release_style(ctx: Context, root: Path, sample, size: int, steps: int, warmup: int) -> dict:
     model = build_model(ctx.backbone, ctx.args.method, sample.num_classes).to(ctx.device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=ctx.args.lr)
     train_set = ReleaseStyleDataset(root, sample.train, size)
@@ -207,7 +210,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
 
 def measure_all(args: argparse.Namespace, work: Path) -> dict:
-    device = main.resolve_device(args.device)
+    device = resolve_device(args.device)
     cuda = device.type == "cuda"
     size = args.image_size or (224 if cuda else 64)
     steps = args.steps or (50 if cuda else 6)
@@ -230,7 +233,7 @@ def measure_all(args: argparse.Namespace, work: Path) -> dict:
            "--batch-size", str(args.batch_size)]
     cli += ["--eval-batch-size", str(args.eval_batch_size)] if args.eval_batch_size else []
     cli += ["--compile"] if args.compile else []
-    ctx = main.Context(main.parse_args(cli), device, source, load_backbone(args.arch, "none"), backbone_id("none"))
+    ctx = Context(main.parse_args(cli), device, source, load_backbone(args.arch, "none"), backbone_id("none"))
     # Full batches only, in all three paths: the small synthetic task's partial last batch would otherwise be
     # ~1 step in 10 (on the DCT tasks it is under 1 in 80) and weigh on b against c's full batches.
     train = DeviceBatches(tensors.train_images, tensors.train_labels, args.batch_size, device, shuffle=True, seed=0,
@@ -309,7 +312,7 @@ def main_cli(argv: list[str] | None = None) -> None:
     args.result.mkdir(parents=True, exist_ok=True)
     device = "cuda" if "CPU" not in result["device"] else "cpu"
     path = args.result / f"benchmark_{device}_{result['settings']['image_size']}px.json"
-    main.atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     print(f"saved {path}")
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import main
+import training.task
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
 from network import build_model, load_backbone, task_state
 
@@ -120,8 +121,8 @@ class Kill:
 
     def __init__(self, monkeypatch, at_call: int):
         self.calls, self.at_call = 0, at_call
-        self.real = main.train_one_epoch
-        monkeypatch.setattr(main, "train_one_epoch", self)
+        self.real = training.task.train_one_epoch
+        monkeypatch.setattr(training.task, "train_one_epoch", self)
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -136,7 +137,7 @@ def test_interrupted_run_resumes_to_identical_results(data, finished, tmp_path, 
     assert main.main(run_args(data, tmp_path)) == 130
     if kill_at_epoch_call == 2:
         assert list((tmp_path / "weight").glob("*.resume.pt"))  # epoch 1 of the first task was saved
-    monkeypatch.setattr(main, "train_one_epoch", kill.real)
+    monkeypatch.setattr(training.task, "train_one_epoch", kill.real)
     assert main.main(run_args(data, tmp_path)) == 0
     assert read_csv(tmp_path / "result" / "Ghost_reduced_v1.csv") == read_csv(
         finished / "result" / "Ghost_reduced_v1.csv")

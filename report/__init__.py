@@ -1,0 +1,1 @@
+"""The results of finished runs: the verified per-task report."""

@@ -1,0 +1,33 @@
+"""<method>.csv: one row per finished task, as the release writes it (with a header here)."""
+import csv
+import io
+from pathlib import Path
+
+from dataset.atomic import atomic_write_text
+
+CSV_HEADER = ["task_id", "task_name", "best_acc"]
+
+
+def read_results(path: Path) -> dict[int, dict]:
+    """Rows of a <method>.csv by task id."""
+    if not path.exists():
+        return {}
+    with path.open(newline="") as file:
+        return {int(row["task_id"]): row for row in csv.DictReader(file)}
+
+
+def write_results(path: Path, rows: dict[int, dict]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, CSV_HEADER, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows.values())
+    atomic_write_text(path, text.getvalue())
+
+
+def record_result(path: Path, task_id: int, task_name: str, best_acc: float) -> None:
+    """Add (or replace) a task's row in <method>.csv, rewriting the file atomically."""
+    rows = read_results(path)
+    rows[task_id] = {"task_id": task_id, "task_name": task_name, "best_acc": best_acc}
+    write_results(path, rows)
+
+
