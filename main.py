@@ -22,7 +22,7 @@ from dataset.preprocess import default_workers
 from dataset.sources import check_files_exist, manifest_path, open_data, select_tasks, write_manifest
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
 from dataset.task import DatasetError
-from network import ARCHS, METHODS, NetworkError, backbone_id, load_backbone
+from network import ARCHS, METHODS, NetworkError, backbone_choice, backbone_id, load_backbone
 from report.verified import method_label, write_report
 from training.context import Context, RunError, bn_needs_two_images, prepare_output_folder, resolve_device
 from training.runner import forget_tasks, learn_tasks
@@ -73,12 +73,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     model = parser.add_argument_group("model")
     model.add_argument("--method", choices=METHODS, default=METHODS[0],
-                       help="Ghost_reduced_v1 = CLR (default), Ghost = CLR-Full, Ghost_reduced_v2, "
-                       "and the baselines Linear (head only) and Finetune (everything)")
-    model.add_argument("--arch", choices=ARCHS, default=ARCHS[0], help="backbone (default %(default)s)")
-    model.add_argument("--weights", default="imagenet", help="backbone weights: imagenet (torchvision "
-                       "IMAGENET1K_V1, downloaded once), none (random init, for demos and tests), or a path to a "
-                       "torchvision-format state dict (default %(default)s)")
+                       help="Ghost_reduced_v1 = CLR (default), Ghost = CLR-Full, Ghost_reduced_v2, Ghost_a (gated "
+                       "CLR), li18 / li50 (residual adapters), and the baselines Linear (head only), Finetune "
+                       "(everything) and Resnet_Scratch (everything, from a random init)")
+    model.add_argument("--arch", choices=ARCHS, help=f"backbone (default {ARCHS[0]}; li18 and li50 imply theirs)")
+    model.add_argument("--weights", help="backbone weights: imagenet (torchvision IMAGENET1K_V1, downloaded once; "
+                       "the default), none (random init, for demos and tests; implied by Resnet_Scratch), or a "
+                       "path to a torchvision-format state dict")
 
     recipe = parser.add_argument_group("training recipe (defaults: the release's)")
     recipe.add_argument("--epochs", type=number(int), default=60, help="at most this many epochs (default 60)")
@@ -110,12 +111,17 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line; without --data, the demo's settings fill in whatever was not given."""
+    """Parse the command line; the demo's settings (without --data), then the arch and weights the method
+    implies, fill in whatever was not given."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
     if args.data is None:
         parser.set_defaults(**DEMO_DEFAULTS)
         args = parser.parse_args(argv)
+    try:
+        args.arch, args.weights = backbone_choice(args.method, args.arch, args.weights)
+    except NetworkError as error:
+        parser.error(str(error))
     return args
 
 

@@ -10,6 +10,7 @@ from torchvision import models
 from network.errors import NetworkError, describe_key_difference
 
 ARCHS = ("resnet50", "resnet18")  # the first is the default
+DEFAULT_WEIGHTS = "imagenet"
 _IMAGENET_WEIGHTS = "IMAGENET1K_V1"  # what the release's pretrained=True gave
 _RANDOM_SEED = 0
 _HEAD_PREFIX = "fc."  # a saved backbone's classifier: never used, each task gets its own head

@@ -1,25 +1,21 @@
-"""Channel-wise lightweight reprogramming (CLR) of a frozen ResNet: the layer, its placement, the task model."""
+"""Reprogramming a frozen ResNet per task: CLR and the release's other methods, their layers and the task model."""
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from network.backbone import arch_of
+from network.backbone import ARCHS, DEFAULT_WEIGHTS, arch_of
 from network.errors import NetworkError
 
-# method -> (kernel of the CLR layer after a non-1x1 conv, after a 1x1 conv); None: no CLR layer there.
-_PLACEMENT: dict[str, tuple[int | None, int | None]] = {
-    "Ghost_reduced_v1": (3, None),  # "CLR", the paper's method: the 7x7 stem and every 3x3 conv
-    "Ghost": (3, 3),  # "CLR-Full": every conv, 1x1 and downsample included
-    "Ghost_reduced_v2": (3, 1),  # 1x1 convs get a 1x1 layer: one scale per channel
-    "Linear": (None, None),  # the release's baseline: frozen backbone and BN, only the head trains
-    "Finetune": (None, None),  # the release's baseline: every weight trains, one full model per task
-}
-METHODS = tuple(_PLACEMENT)  # the first is the default
+
+class TaskConv(nn.Conv2d):
+    """A conv that belongs to one task (trained and saved with it), told apart by its type from the backbone's
+    frozen convs."""
 
 
-class ChannelwiseKernel(nn.Conv2d):
+class ChannelwiseKernel(TaskConv):
     """The task-specific depthwise conv that reprograms a frozen conv's output channel by channel.
 
     Identity-initialised (Dirac), so a fresh model computes exactly what the backbone computes.
@@ -51,10 +47,83 @@ class ReprogrammedConv(nn.Module):
         return self.clr(self.conv(x))
 
 
-class TaskModel(nn.Module):
-    """One task's model: the backbone's layers (with CLR layers per method) and the task's own head.
+class GatedConv(nn.Module):
+    """Ghost_a, gated CLR: ``x1 + gate * dw(x1)`` with ``x1 = conv(x)``.
 
-    It keeps torchvision's module names, so a CLR kernel is e.g. ``layer1.0.conv1.clr.weight``.
+    The depthwise 3x3 kernel keeps PyTorch's default init; the per-channel gate starts at 0, so a fresh model
+    still computes exactly what the backbone computes.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        channels, device, dtype = conv.out_channels, conv.weight.device, conv.weight.dtype
+        self.conv = conv
+        self.dw = TaskConv(channels, channels, 3, padding=1, groups=channels, bias=False, device=device, dtype=dtype)
+        self.gate = nn.Parameter(torch.zeros(1, channels, 1, 1, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.conv(x)
+        return x1 + self.gate * self.dw(x1)
+
+
+class AdaptedConv(nn.Module):
+    """li18/li50, a residual adapter: ``conv(x) + adapter(x)``, the adapter a 1x1 conv with the conv's stride.
+
+    It keeps PyTorch's default init, as in the release, so a fresh model is not the backbone.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+        self.adapter = TaskConv(conv.in_channels, conv.out_channels, 1, stride=conv.stride, bias=False,
+                                device=conv.weight.device, dtype=conv.weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + self.adapter(x)
+
+
+def _clr(after_spatial: int | None, after_pointwise: int | None) -> Callable[[nn.Conv2d], nn.Module | None]:
+    """CLR placement: a kernel of this size after each non-1x1 / 1x1 conv; None: no CLR layer there."""
+    def reprogram(conv: nn.Conv2d) -> nn.Module | None:
+        kernel_size = after_pointwise if conv.kernel_size == (1, 1) else after_spatial
+        return None if kernel_size is None else ReprogrammedConv(conv, kernel_size)
+    return reprogram
+
+
+def _unchanged(conv: nn.Conv2d) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class _Method:
+    """What a method does to the backbone and what its tasks train."""
+
+    reprogram: Callable[[nn.Conv2d], nn.Module | None] = _unchanged  # what each frozen conv becomes (None: stays)
+    trains_bn: bool = True  # BN affine and running statistics are the task's, BN in train mode while training
+    trains_all: bool = False  # every weight is the task's: one full model per task
+    arch: str | None = None  # the one architecture the method is defined on
+    weights: str | None = None  # the one kind of backbone weights it is defined on
+
+
+_METHODS: dict[str, _Method] = {
+    "Ghost_reduced_v1": _Method(_clr(3, None)),  # "CLR", the paper's method: the 7x7 stem and every 3x3 conv
+    "Ghost": _Method(_clr(3, 3)),  # "CLR-Full": every conv, 1x1 and downsample included
+    "Ghost_reduced_v2": _Method(_clr(3, 1)),  # 1x1 convs get a 1x1 layer: one scale per channel
+    "Linear": _Method(trains_bn=False),  # the release's baseline: frozen backbone and BN, only the head trains
+    "Finetune": _Method(trains_all=True),  # the release's baseline: every weight trains, one full model per task
+    "Ghost_a": _Method(GatedConv),  # gated CLR after every conv
+    "li18": _Method(AdaptedConv, trains_bn=False, arch="resnet18"),  # residual adapters on every conv
+    "li50": _Method(AdaptedConv, trains_bn=False, arch="resnet50"),
+    "Resnet_Scratch": _Method(trains_all=True, weights="none"),  # Finetune from a random init
+}
+METHODS = tuple(_METHODS)  # the first is the default
+
+
+class TaskModel(nn.Module):
+    """One task's model: the backbone's layers (reprogrammed per method) and the task's own head.
+
+    It keeps torchvision's module names, so a CLR kernel is e.g. ``layer1.0.conv1.clr.weight``, an adapter
+    ``layer1.0.conv1.adapter.weight`` and a Ghost_a gate ``layer1.0.conv1.gate``.
     """
 
     def __init__(self, resnet: nn.Module, method: str, arch: str, num_classes: int,
@@ -77,9 +146,10 @@ class TaskModel(nn.Module):
         return self.fc(self.features(x))
 
     def train(self, mode: bool = True) -> "TaskModel":
-        """BN uses batch statistics while training, except under Linear, whose BN is frozen as in the release."""
+        """BN uses batch statistics while training, except where the method freezes it (Linear, li18, li50),
+        as the release does by training those in eval mode."""
         super().train(mode)
-        if self.method == "Linear":
+        if not _METHODS[self.method].trains_bn:
             for module in self.modules():
                 if isinstance(module, nn.BatchNorm2d):
                     module.eval()
@@ -87,25 +157,51 @@ class TaskModel(nn.Module):
 
     def task_modules(self) -> Iterator[tuple[str, nn.Module]]:
         """(name, module) of each module whose own parameters, and BN running statistics, belong to this task."""
+        spec = _METHODS[self.method]
         for name, module in self.named_modules():
-            if (module is self.fc or self.method == "Finetune"
-                    or (self.method != "Linear" and isinstance(module, (nn.BatchNorm2d, ChannelwiseKernel)))):
+            if (module is self.fc or spec.trains_all or isinstance(module, (TaskConv, GatedConv))
+                    or (spec.trains_bn and isinstance(module, nn.BatchNorm2d))):
                 yield name, module
+
+    def penalised_parameters(self) -> list[nn.Parameter]:
+        """The tensors of the norm penalty, in the optimizer's order: everything the task trains except Ghost_a's
+        gates, which the release keeps in a separate, unregularised list."""
+        gates = {id(module.gate) for module in self.modules() if isinstance(module, GatedConv)}
+        return [parameter for parameter in self.parameters() if parameter.requires_grad and id(parameter) not in gates]
+
+
+def backbone_choice(method: str, arch: str | None, weights: str | None) -> tuple[str, str]:
+    """The architecture and backbone weights of a run: those given, else what the method implies (li18 means
+    resnet18, Resnet_Scratch a random init), else the defaults. A choice the method contradicts is refused."""
+    spec = _METHODS.get(method, _Method())  # a method defined outside this package implies nothing
+    return (_implied(method, "--arch", arch, spec.arch, ARCHS[0]),
+            _implied(method, "--weights", weights, spec.weights, DEFAULT_WEIGHTS))
+
+
+def _implied(method: str, option: str, given: str | None, implied: str | None, default: str) -> str:
+    if given is None:
+        return implied or default
+    if implied is not None and given != implied:
+        raise NetworkError(f"--method {method} means {option} {implied}, not {given}: "
+                           f"leave {option} out or pass {option} {implied}")
+    return given
 
 
 def build_model(backbone: nn.Module, method: str, num_classes: int) -> TaskModel:
     """A new model for one task, in eval mode; ``backbone`` itself is never modified.
 
-    It starts from a copy of the backbone (its BN parameters and statistics included), fresh identity CLR
-    layers and a fresh head, and exactly the task-specific tensors require gradients.
+    It starts from a copy of the backbone (its BN parameters and statistics included), the method's fresh task
+    layers and a fresh head, and exactly the task-specific tensors require gradients. Layers with PyTorch's
+    default init (Ghost_a, li18, li50) and the head draw on the global random state: seed it first.
     """
     if method not in METHODS:
         raise NetworkError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     if num_classes < 1:
         raise NetworkError(f"a task needs at least one class, got {num_classes}")
     arch = arch_of(backbone)
+    _implied(method, "--arch", arch, _METHODS[method].arch, ARCHS[0])  # li18 / li50 refuse the other one
     resnet = copy.deepcopy(backbone)
-    _insert_clr_layers(resnet, method)
+    _reprogram_convs(resnet, _METHODS[method].reprogram)
     old_head = resnet.fc
     resnet.fc = nn.Linear(old_head.in_features, num_classes, device=old_head.weight.device,
                           dtype=old_head.weight.dtype)
@@ -118,11 +214,10 @@ def build_model(backbone: nn.Module, method: str, num_classes: int) -> TaskModel
     return model.eval()
 
 
-def _insert_clr_layers(resnet: nn.Module, method: str) -> None:
-    after_spatial, after_pointwise = _PLACEMENT[method]
+def _reprogram_convs(resnet: nn.Module, reprogram: Callable[[nn.Conv2d], nn.Module | None]) -> None:
     convs = [(parent, name, child) for parent in resnet.modules()
              for name, child in parent.named_children() if isinstance(child, nn.Conv2d)]
     for parent, name, conv in convs:
-        kernel_size = after_pointwise if conv.kernel_size == (1, 1) else after_spatial
-        if kernel_size is not None:
-            setattr(parent, name, ReprogrammedConv(conv, kernel_size))
+        replacement = reprogram(conv)
+        if replacement is not None:
+            setattr(parent, name, replacement)

@@ -14,7 +14,7 @@ _HEAD_WEIGHT = "fc.weight"
 class ParameterCost:
     """What one task adds to the shared backbone, in parameter elements."""
 
-    trainable: int  # CLR kernels + BN affine + head (BN running statistics are buffers, not counted)
+    trainable: int  # task layers + BN affine where BN trains + head (BN running statistics are buffers)
     head: int
     backbone: int  # the plain torchvision model's parameter count
     percent: float  # 100 * trainable / backbone

@@ -8,11 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from network import (ARCHS, METHODS, NetworkError, ParameterCost, backbone_id, build_model, load_backbone,
-                     load_task_state, parameter_cost, task_state)
+from network import (ARCHS, METHODS, NetworkError, ParameterCost, backbone_choice, backbone_id, build_model,
+                     load_backbone, load_task_state, parameter_cost, task_state)
+from training.loop import l2_norm_penalty
 
 BACKBONE_PARAMETERS = {"resnet50": 25_557_032, "resnet18": 11_689_512}
 FEATURES = {"resnet50": 2048, "resnet18": 512}
+# The methods whose network the generic tests build on resnet18. li50 is defined on resnet50 only, and
+# Resnet_Scratch builds exactly Finetune's network (on a random backbone): both are tested on their own.
+ON_RESNET18 = [method for method in METHODS if method not in ("li50", "Resnet_Scratch")]
+IDENTITY_AT_INIT = [method for method in ON_RESNET18 if method != "li18"]  # adapters start at the default init
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +63,16 @@ def train_steps(model: nn.Module, steps: int = 3, seed: int = 0) -> None:
 
 def is_task_specific(method: str, name: str) -> bool:
     """The spec's task-specific tensors, told from torchvision names alone."""
-    if method == "Finetune" or name.startswith("fc."):
+    if method in ("Finetune", "Resnet_Scratch") or name.startswith("fc."):
         return True
-    if method == "Linear":
-        return False
-    return name.endswith("clr.weight") or ".bn" in name or name.startswith("bn1.") or "downsample.1." in name
+    if method in ("Linear", "li18", "li50"):
+        return name.endswith(".adapter.weight")
+    return (name.endswith(("clr.weight", ".dw.weight", ".gate")) or ".bn" in name or name.startswith("bn1.")
+            or "downsample.1." in name)
+
+
+def named_task_parameters(model: nn.Module, suffix: str) -> dict[str, nn.Parameter]:
+    return {name: parameter for name, parameter in model.named_parameters() if name.endswith(suffix)}
 
 
 # ---- sizes ---------------------------------------------------------------------------------------------
@@ -104,9 +114,32 @@ def test_clr_costs_what_the_paper_claims(backbones):
 def test_baseline_costs(backbones, arch):
     head = (FEATURES[arch] + 1) * 5
     linear = parameter_cost(build_model(backbones[arch], "Linear", 5))
-    finetune = parameter_cost(build_model(backbones[arch], "Finetune", 5))
     assert (linear.trainable, linear.head) == (head, head)
-    assert finetune.trainable == BACKBONE_PARAMETERS[arch] - (FEATURES[arch] + 1) * 1000 + head
+    for method in ("Finetune", "Resnet_Scratch"):
+        assert parameter_cost(build_model(backbones[arch], method, 5)).trainable == (
+            BACKBONE_PARAMETERS[arch] - (FEATURES[arch] + 1) * 1000 + head)
+
+
+@pytest.mark.parametrize("arch, adapters, kernels, gates, bn_affine", [
+    ("resnet18", 1_392_832, 43_200, 4_800, 9_600),
+    ("resnet50", 13_385_920, 239_040, 26_560, 53_120),
+])
+def test_release_method_costs_match_counts_of_the_torchvision_model(backbones, arch, adapters, kernels, gates,
+                                                                   bn_affine):
+    convs = [module for module in backbones[arch].modules() if isinstance(module, nn.Conv2d)]
+    batchnorms = [module for module in backbones[arch].modules() if isinstance(module, nn.BatchNorm2d)]
+    assert sum(conv.in_channels * conv.out_channels for conv in convs) == adapters  # one 1x1 adapter per conv
+    assert sum(conv.out_channels * 3 * 3 for conv in convs) == kernels  # one depthwise 3x3 per conv
+    assert sum(conv.out_channels for conv in convs) == gates
+    assert sum(2 * bn.num_features for bn in batchnorms) == bn_affine
+    head = (FEATURES[arch] + 1) * 7
+    adapter_method = {"resnet18": "li18", "resnet50": "li50"}[arch]
+    for method, trainable, running_stats in [(adapter_method, adapters + head, 0),
+                                             ("Ghost_a", kernels + gates + bn_affine + head, bn_affine)]:
+        model = build_model(backbones[arch], method, 7)
+        assert parameter_cost(model) == ParameterCost(trainable, head, BACKBONE_PARAMETERS[arch],
+                                                      100 * trainable / BACKBONE_PARAMETERS[arch])
+        assert sum(tensor.numel() for tensor in task_state(model).values()) == trainable + running_stats
 
 
 def test_placement_and_kernel_shapes(backbones):
@@ -125,7 +158,7 @@ def test_placement_and_kernel_shapes(backbones):
 # ---- identity at init ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", IDENTITY_AT_INIT)
 def test_fresh_model_computes_the_backbone_features(backbones, arch, method):
     x = images()
     expected = plain_features(backbones[arch], x)
@@ -136,6 +169,31 @@ def test_fresh_model_computes_the_backbone_features(backbones, arch, method):
         logits = model(x)
     assert features.shape == (4, FEATURES[arch]) and logits.shape == (4, 6)
     assert (features - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+def test_gated_clr_starts_as_exactly_the_backbone(backbones):
+    x = images()
+    model = build_model(backbones["resnet18"], "Ghost_a", 6)
+    gates, kernels = named_task_parameters(model, ".gate"), named_task_parameters(model, ".dw.weight")
+    assert len(gates) == len(kernels) == 20
+    assert all(not gate.any() for gate in gates.values())
+    assert all(kernel.std() > 0.05 for kernel in kernels.values())  # the default init, not the identity
+    with torch.no_grad():
+        assert torch.equal(model.features(x), plain_features(backbones["resnet18"], x))
+
+
+def test_adapters_change_the_backbone_until_they_are_zeroed(backbones):
+    x = images()
+    expected = plain_features(backbones["resnet18"], x)
+    model = build_model(backbones["resnet18"], "li18", 6)
+    adapters = named_task_parameters(model, ".adapter.weight")
+    assert len(adapters) == 20
+    assert model.layer2[0].downsample[0].adapter.stride == (2, 2) and model.conv1.adapter.stride == (2, 2)
+    with torch.no_grad():
+        assert (model.features(x) - expected).abs().max() > 0.1 * expected.abs().max()
+        for adapter in adapters.values():
+            adapter.zero_()
+        assert torch.equal(model.features(x), expected)
 
 
 def test_channels_last_gives_the_same_outputs(backbones):
@@ -150,7 +208,7 @@ def test_channels_last_gives_the_same_outputs(backbones):
 
 # ---- what trains ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ON_RESNET18)
 def test_gradients_reach_only_task_specific_tensors(backbones, method):
     model = build_model(backbones["resnet18"], method, 3).train()
     nn.functional.cross_entropy(model(images()), torch.tensor([0, 1, 2, 0])).backward()
@@ -158,17 +216,32 @@ def test_gradients_reach_only_task_specific_tensors(backbones, method):
     assert {name for name, p in model.named_parameters() if p.requires_grad} == expected
     assert {name for name, p in model.named_parameters() if p.grad is not None} == expected
     assert set(task_state(model)) - {name for name, _ in model.named_buffers()} == expected
-    assert all(model.get_parameter(name).grad.abs().sum() > 0 for name in expected)
+    behind_closed_gates = set(named_task_parameters(model, ".dw.weight"))  # Ghost_a: gates start at 0
+    assert all(model.get_parameter(name).grad.abs().sum() > 0 for name in expected - behind_closed_gates)
+    assert all(not model.get_parameter(name).grad.any() for name in behind_closed_gates)
 
 
-def test_linear_keeps_batchnorm_frozen_in_training(backbones):
-    model = build_model(backbones["resnet18"], "Linear", 3).train()
+@pytest.mark.parametrize("method", ON_RESNET18)
+def test_norm_penalty_covers_every_trained_tensor_except_the_gates(backbones, method):
+    model = build_model(backbones["resnet18"], method, 3)
+    gates = named_task_parameters(model, ".gate")
+    assert len(gates) == (20 if method == "Ghost_a" else 0)
+    trained = [p for p in model.parameters() if p.requires_grad]  # what the optimizer gets, in its order
+    assert [id(p) for p in model.penalised_parameters()] == [
+        id(p) for p in trained if not any(p is gate for gate in gates.values())]
+    l2_norm_penalty(model.penalised_parameters()).backward()
+    assert all(gate.grad is None for gate in gates.values())
+
+
+@pytest.mark.parametrize("method", ["Linear", "li18"])
+def test_frozen_batchnorm_stays_in_eval_mode_in_training(backbones, method):
+    model = build_model(backbones["resnet18"], method, 3).train()
     batchnorms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert model.training and model.fc.training and not any(bn.training for bn in batchnorms)
     before = copy.deepcopy(model.state_dict())
     model(images())
     assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
-    assert set(task_state(model)) == {"fc.weight", "fc.bias"}
+    assert set(task_state(model)) == {name for name, _ in model.named_parameters() if is_task_specific(method, name)}
 
 
 def test_clr_trains_batchnorm_with_batch_statistics(backbones):
@@ -205,6 +278,38 @@ def test_backbone_never_changes_across_tasks(backbones):
         assert "layer1.0.bn1.running_mean" in changed
 
 
+@pytest.mark.parametrize("method", ["li18", "Ghost_a"])
+def test_release_methods_train_every_task_tensor_and_nothing_else(backbones, method):
+    backbone = backbones["resnet18"]
+    loaded = {name: tensor.clone() for name, tensor in backbone.state_dict().items()}
+    model = build_model(backbone, method, 3)
+    initial = task_state(model)
+    train_steps(model, steps=2)
+    assert all(torch.equal(tensor, loaded[name]) for name, tensor in backbone.state_dict().items())
+    trained = task_state(model)
+    assert all(not torch.equal(tensor, initial[name]) for name, tensor in trained.items())
+    frozen = {name: tensor for name, tensor in model.state_dict().items()
+              if name not in trained and not name.endswith("num_batches_tracked")}
+    assert len(frozen) == (20 + 4 * 20 if method == "li18" else 20)  # convs, and BN where it is frozen
+    assert all(torch.equal(t, loaded[name.replace(".conv.weight", ".weight")]) for name, t in frozen.items())
+
+
+def test_methods_that_imply_an_arch_or_weights(backbones):
+    assert backbone_choice("li18", None, None) == ("resnet18", "imagenet")
+    assert backbone_choice("li50", None, "none") == ("resnet50", "none")
+    assert backbone_choice("Resnet_Scratch", "resnet18", None) == ("resnet18", "none")
+    assert backbone_choice("Ghost_a", None, None) == ("resnet50", "imagenet")
+    assert backbone_choice("Ghost_a", "resnet18", "w.pth") == ("resnet18", "w.pth")
+    with pytest.raises(NetworkError, match=r"^--method li18 means --arch resnet18, not resnet50: "
+                                           r"leave --arch out or pass --arch resnet18$"):
+        backbone_choice("li18", "resnet50", None)
+    with pytest.raises(NetworkError, match=r"^--method Resnet_Scratch means --weights none, not imagenet: "
+                                           r"leave --weights out or pass --weights none$"):
+        backbone_choice("Resnet_Scratch", None, "imagenet")
+    with pytest.raises(NetworkError, match=r"^--method li50 means --arch resnet50, not resnet18: "):
+        build_model(backbones["resnet18"], "li50", 3)
+
+
 def test_each_task_starts_from_the_backbone(backbones):
     backbone = backbones["resnet18"]
     first = build_model(backbone, "Ghost", 5)
@@ -229,7 +334,7 @@ def test_each_task_starts_from_the_backbone(backbones):
 
 # ---- per-task state ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ON_RESNET18)
 def test_state_roundtrip_is_bit_identical(backbones, method, tmp_path):
     model = build_model(backbones["resnet18"], method, 4)
     train_steps(model)
@@ -296,7 +401,8 @@ def test_unknown_names_list_the_valid_ones(backbones):
     with pytest.raises(NetworkError, match=r"^unknown architecture 'resnet34'; choose one of: resnet50, resnet18$"):
         load_backbone("resnet34", "none")
     with pytest.raises(NetworkError, match=r"^unknown method 'CLR'; choose one of: Ghost_reduced_v1, Ghost, "
-                                           r"Ghost_reduced_v2, Linear, Finetune$"):
+                                           r"Ghost_reduced_v2, Linear, Finetune, Ghost_a, li18, li50, "
+                                           r"Resnet_Scratch$"):
         build_model(backbones["resnet18"], "CLR", 5)
     assert ARCHS[0] == "resnet50" and METHODS[0] == "Ghost_reduced_v1"
 

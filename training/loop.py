@@ -24,7 +24,7 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ba
                     ctx: Context, desc: str) -> tuple[float, float]:
     """One pass over the task's training images. Returns (mean loss, accuracy); reads the device once."""
     model.train()
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = model.penalised_parameters()
     totals = torch.zeros(2, device=ctx.device)  # loss sum, correct count: read from the device once per epoch
     shown = torch.zeros(2, pin_memory=ctx.on_cuda)  # a copy for the bar that may lag a few steps, never syncs
     bar = tqdm(batches, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
