@@ -71,7 +71,8 @@ def is_task_specific(method: str, name: str) -> bool:
             or "downsample.1." in name)
 
 
-def named_task_parameters(model: nn.Module, suffix: str) -> dict[str, nn.Parameter]:
+def parameters_ending(model: nn.Module, suffix: str) -> dict[str, nn.Parameter]:
+    """The model's parameters whose names end with ``suffix``, e.g. every Ghost_a gate."""
     return {name: parameter for name, parameter in model.named_parameters() if name.endswith(suffix)}
 
 
@@ -174,7 +175,7 @@ def test_fresh_model_computes_the_backbone_features(backbones, arch, method):
 def test_gated_clr_starts_as_exactly_the_backbone(backbones):
     x = images()
     model = build_model(backbones["resnet18"], "Ghost_a", 6)
-    gates, kernels = named_task_parameters(model, ".gate"), named_task_parameters(model, ".dw.weight")
+    gates, kernels = parameters_ending(model, ".gate"), parameters_ending(model, ".dw.weight")
     assert len(gates) == len(kernels) == 20
     assert all(not gate.any() for gate in gates.values())
     assert all(kernel.std() > 0.05 for kernel in kernels.values())  # the default init, not the identity
@@ -186,7 +187,7 @@ def test_adapters_change_the_backbone_until_they_are_zeroed(backbones):
     x = images()
     expected = plain_features(backbones["resnet18"], x)
     model = build_model(backbones["resnet18"], "li18", 6)
-    adapters = named_task_parameters(model, ".adapter.weight")
+    adapters = parameters_ending(model, ".adapter.weight")
     assert len(adapters) == 20
     assert model.layer2[0].downsample[0].adapter.stride == (2, 2) and model.conv1.adapter.stride == (2, 2)
     with torch.no_grad():
@@ -216,7 +217,7 @@ def test_gradients_reach_only_task_specific_tensors(backbones, method):
     assert {name for name, p in model.named_parameters() if p.requires_grad} == expected
     assert {name for name, p in model.named_parameters() if p.grad is not None} == expected
     assert set(task_state(model)) - {name for name, _ in model.named_buffers()} == expected
-    behind_closed_gates = set(named_task_parameters(model, ".dw.weight"))  # Ghost_a: gates start at 0
+    behind_closed_gates = set(parameters_ending(model, ".dw.weight"))  # Ghost_a: gates start at 0
     assert all(model.get_parameter(name).grad.abs().sum() > 0 for name in expected - behind_closed_gates)
     assert all(not model.get_parameter(name).grad.any() for name in behind_closed_gates)
 
@@ -224,7 +225,7 @@ def test_gradients_reach_only_task_specific_tensors(backbones, method):
 @pytest.mark.parametrize("method", ON_RESNET18)
 def test_norm_penalty_covers_every_trained_tensor_except_the_gates(backbones, method):
     model = build_model(backbones["resnet18"], method, 3)
-    gates = named_task_parameters(model, ".gate")
+    gates = parameters_ending(model, ".gate")
     assert len(gates) == (20 if method == "Ghost_a" else 0)
     trained = [p for p in model.parameters() if p.requires_grad]  # what the optimizer gets, in its order
     assert [id(p) for p in model.penalised_parameters()] == [
