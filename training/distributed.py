@@ -16,6 +16,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from training.context import RunError
+
 # A process that is done waits at the final barrier while the others finish their last task, which can take hours:
 # far longer than gloo's default 30 minutes. A process that crashes ends the job through torchrun, not this limit.
 WAIT_LIMIT = timedelta(days=7)
@@ -67,10 +69,22 @@ def local_device(device: torch.device) -> torch.device:
     return device
 
 
+@contextlib.contextmanager
+def with_the_others() -> Iterator[None]:
+    """Turn a collective's failure, which means another process of the job stopped first, into one line here: the
+    reason is in that process's own error."""
+    try:
+        yield
+    except RuntimeError:  # what gloo raises when a peer's connection drops
+        raise RunError(f"{describe()}: another process of this job stopped, so this one stops too "
+                       "(the other's error says why)") from None
+
+
 def barrier() -> None:
     """Wait until every process of the job gets here. Monitored, so a timeout names the ranks that did not come."""
     if is_torchrun():
-        dist.monitored_barrier(timeout=WAIT_LIMIT, wait_all_ranks=True)
+        with with_the_others():
+            dist.monitored_barrier(timeout=WAIT_LIMIT, wait_all_ranks=True)
 
 
 @contextlib.contextmanager
@@ -99,7 +113,8 @@ def job_store() -> dist.Store:
     """This launch's own namespace in the job's c10d store. The store outlives a worker restart within one torchrun
     launch, so the leader names a fresh namespace and the others wait for its name."""
     name = [uuid.uuid4().hex if is_leader() else None]
-    dist.broadcast_object_list(name, src=0)
+    with with_the_others():
+        dist.broadcast_object_list(name, src=0)
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
                           timeout=timedelta(minutes=5))
     return dist.PrefixStore(f"clr/{name[0]}/", store)
