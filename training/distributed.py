@@ -2,9 +2,9 @@
 
 torchrun gives each process RANK, WORLD_SIZE and LOCAL_RANK. Without them this is a plain run of one process and
 every function here answers for that one process without any communication. CLR's tasks are independent, so the
-processes never exchange tensors: they share a counter in the job's c10d store, to hand out tasks, and barriers.
-Both use a gloo process group, on CUDA too: NCCL refuses two processes on one GPU, which is a supported layout here
-(and a waiting NCCL collective would keep a GPU kernel spinning beside a neighbour's training).
+processes never exchange tensors: they share a counter in the job's c10d store, to hand out tasks, and wait for each
+other at barriers of a gloo process group, on CUDA too: NCCL refuses two processes on one GPU, a supported layout
+here (and a waiting NCCL collective would keep a GPU kernel spinning beside a neighbour's training).
 """
 import contextlib
 import os
