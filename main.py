@@ -19,12 +19,15 @@ from tqdm import tqdm
 
 from dataset.check import check_tasks
 from dataset.preprocess import default_workers
-from dataset.sources import check_files_exist, manifest_path, open_data, select_tasks, write_manifest
+from dataset.sources import (DataSource, check_files_exist, manifest_path, open_data, select_tasks,
+                             write_manifest)
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
-from dataset.task import DatasetError
+from dataset.task import DatasetError, TaskInfo
 from network import ARCHS, METHODS, NetworkError, backbone_choice, backbone_id, load_backbone
 from report.verified import method_label, write_report
+from training import distributed
 from training.context import Context, RunError, bn_needs_two_images, prepare_output_folder, resolve_device
+from training.lock import run_lock
 from training.runner import forget_tasks, learn_tasks
 
 log = logging.getLogger("clr")
@@ -127,9 +130,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def prepare_demo_data(args: argparse.Namespace) -> None:
     """Point the run at the synthetic demo tasks, writing them to ./demo_data the first time."""
-    if not (DEMO_DATA / "rolling_releases" / "database_2.sqlite").exists():
-        print(f"writing synthetic DCT-format demo data to ./{DEMO_DATA}")
-        write_synthetic_dct(DEMO_DATA)
+    with distributed.leader_first():  # under torchrun one process writes them, the others then find them
+        if not (DEMO_DATA / "rolling_releases" / "database_2.sqlite").exists():
+            print(f"writing synthetic DCT-format demo data to ./{DEMO_DATA}")
+            write_synthetic_dct(DEMO_DATA)
     args.data = DEMO_DATA
     args.stat = args.stat or DEMO_DATA / "stat.csv"
     print(f"demo settings: {args.arch} with --weights {args.weights}, {args.image_size}px images, "
@@ -139,7 +143,7 @@ def prepare_demo_data(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
+    device = distributed.local_device(resolve_device(args.device))
     if args.data is None:
         prepare_demo_data(args)
     if args.batch_size == 1 and bn_needs_two_images(args.image_size):
@@ -149,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
     tasks = select_tasks(source.tasks, args.tasks)
     prepare_output_folder(args.result, "result")
     if args.check:
+        if not distributed.is_leader():
+            return 0  # under torchrun, one process checks
         mismatches = check_tasks(source, tasks, args.result, args.workers)
         for mismatch in mismatches:
             print(f"mismatch: {mismatch}", file=sys.stderr)
@@ -157,18 +163,29 @@ def run(args: argparse.Namespace) -> int:
         return 1 if mismatches else 0
 
     prepare_output_folder(args.weight, "weight")
-    backbone = load_backbone(args.arch, args.weights).to(device)  # each task's copy is then made on the device
+    with run_lock(args.weight, holder=distributed.is_leader()):
+        return learn(args, device, source, tasks)
+
+
+def learn(args: argparse.Namespace, device: torch.device, source: DataSource, tasks: list[TaskInfo]) -> int:
+    """Learn the selected tasks (under torchrun, those this process claims), then verify and report them."""
+    with distributed.leader_first():  # one process downloads the backbone's weights
+        backbone = load_backbone(args.arch, args.weights).to(device)  # each task's copy is then made on the device
     ctx = Context(args, device, source, backbone, backbone_id(args.weights))
     samples = [source.sample(task) for task in tqdm(tasks, desc="sampling tasks", leave=False)]
     check_files_exist(source.root, samples)
-    for sample in samples:
-        write_manifest(sample, manifest_path(args.result, sample.task))
+    if distributed.is_leader():  # the shared files have one writer
+        for sample in samples:
+            write_manifest(sample, manifest_path(args.result, sample.task))
+        if args.fresh:
+            forget_tasks(ctx, samples)
+    distributed.barrier()  # no task is claimed before --fresh has forgotten it
     torch.backends.cudnn.benchmark = True
-    if args.fresh:
-        forget_tasks(ctx, samples)
     log.info("%s on %s (%s), %d task(s), device %s", method_label(args.method), args.arch, ctx.backbone_id,
              len(samples), device)
-    learn_tasks(ctx, samples)
+    learn_tasks(ctx, samples)  # under torchrun, returns once every process is done
+    if not distributed.is_leader():
+        return 0
     selected = {sample.task for sample in samples}
     others = [source.sample(task) for task in source.tasks
               if task not in selected and ctx.weight_path(task).exists()]
@@ -190,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         log.addHandler(TqdmHandler())
         log.setLevel(logging.INFO)
     try:
-        return run(args)
+        with distributed.process_group():
+            return run(args)
     except (DatasetError, NetworkError, RunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

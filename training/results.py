@@ -1,6 +1,7 @@
 """<method>.csv: one row per finished task, as the release writes it (with a header here)."""
 import csv
 import io
+from collections.abc import Iterable
 from pathlib import Path
 
 from dataset.atomic import atomic_write_text
@@ -24,10 +25,14 @@ def write_results(path: Path, rows: dict[int, dict]) -> None:
     atomic_write_text(path, text.getvalue())
 
 
-def record_result(path: Path, task_id: int, task_name: str, best_acc: float) -> None:
-    """Add (or replace) a task's row in <method>.csv, rewriting the file atomically."""
+def record_results(path: Path, results: Iterable[tuple[int, str, float]]) -> None:
+    """Add (or replace) rows given as (task_id, task_name, best_acc), rewriting <method>.csv once, atomically."""
     rows = read_results(path)
-    rows[task_id] = {"task_id": task_id, "task_name": task_name, "best_acc": best_acc}
+    for task_id, task_name, best_acc in results:
+        rows[task_id] = {"task_id": task_id, "task_name": task_name, "best_acc": best_acc}
     write_results(path, rows)
 
 
+def record_result(path: Path, task_id: int, task_name: str, best_acc: float) -> None:
+    """Add (or replace) a task's row in <method>.csv, rewriting the file atomically."""
+    record_results(path, [(task_id, task_name, best_acc)])

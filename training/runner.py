@@ -7,9 +7,10 @@ import torch
 
 from dataset.atomic import atomic_path
 from dataset.task import TaskSample
+from training import distributed
 from training.checkpoints import load_checkpoint, require_same_config, run_config
 from training.context import Context
-from training.results import read_results, record_result, write_results
+from training.results import read_results, record_result, record_results, write_results
 from training.task import train_task
 
 log = logging.getLogger("clr")
@@ -51,22 +52,43 @@ def task_log(path: Path):
         handler.close()
 
 
-def learn_tasks(ctx: Context, samples: list[TaskSample]) -> None:
-    """Learn the tasks in order, skipping those already done and resuming one that was interrupted."""
-    for number, sample in enumerate(samples, 1):
-        task = sample.task
-        saved = finished_weights(ctx, sample)
-        if saved is not None:
-            log.info("[%d/%d] %s: already done (%s), skipping", number, len(samples), task.name, ctx.weight_path(task))
-            if task.task_id not in read_results(ctx.csv_path):  # finished into another --result folder
-                record_result(ctx.csv_path, task.task_id, task.name, saved["best_acc"])
-            continue
-        log.info("[%d/%d] %s (id %d): %d classes", number, len(samples), task.name, task.task_id, sample.num_classes)
-        with task_log(ctx.log_path(sample.task)):
-            saved = train_task(ctx, sample)
-        with atomic_path(ctx.weight_path(sample.task)) as tmp:
-            torch.save(saved, tmp)
+def learn_task(ctx: Context, sample: TaskSample, number: int, total: int) -> None:
+    """Learn one task unless its weights exist. A plain run adds the task's row to <method>.csv at once; under
+    torchrun that file is the leader's alone, written when every process is done."""
+    task, own_csv = sample.task, not distributed.is_torchrun()
+    saved = finished_weights(ctx, sample)
+    if saved is not None:
+        log.info("[%d/%d] %s: already done (%s), skipping", number, total, task.name, ctx.weight_path(task))
+        if own_csv and task.task_id not in read_results(ctx.csv_path):  # finished into another --result folder
+            record_result(ctx.csv_path, task.task_id, task.name, saved["best_acc"])
+        return
+    log.info("[%d/%d] %s (id %d): %d classes", number, total, task.name, task.task_id, sample.num_classes)
+    with task_log(ctx.log_path(sample.task)):
+        if distributed.is_torchrun():
+            log.info("learnt by %s", distributed.describe())
+        saved = train_task(ctx, sample)
+    with atomic_path(ctx.weight_path(sample.task)) as tmp:
+        torch.save(saved, tmp)
+    if own_csv:
         record_result(ctx.csv_path, task.task_id, task.name, saved["best_acc"])
-        ctx.resume_path(sample.task).unlink(missing_ok=True)
+    ctx.resume_path(sample.task).unlink(missing_ok=True)
 
 
+def record_finished(ctx: Context, samples: list[TaskSample]) -> None:
+    """Write the rows of every selected task that has weights into <method>.csv, once, from the weights files."""
+    finished = [(sample.task, finished_weights(ctx, sample)) for sample in samples]
+    record_results(ctx.csv_path, [(task.task_id, task.name, saved["best_acc"])
+                                  for task, saved in finished if saved is not None])
+
+
+def learn_tasks(ctx: Context, samples: list[TaskSample]) -> None:
+    """Learn the tasks, skipping those already done and resuming one that was interrupted. A plain run learns them
+    in order. Under torchrun each process learns the tasks it claims, largest first; this returns when every
+    process is done, after the leader has written <method>.csv from the weights files, which are the record."""
+    costs = [len(sample.train) + len(sample.val) for sample in samples]
+    for index in distributed.my_tasks(costs):
+        learn_task(ctx, samples[index], index + 1, len(samples))
+    if distributed.is_torchrun():
+        distributed.barrier()
+        if distributed.is_leader():
+            record_finished(ctx, samples)

@@ -1,5 +1,6 @@
 """Learning one task with the release's recipe: the epoch loop, best-state tracking and early stopping."""
 import logging
+import math
 import time
 
 import torch
@@ -8,10 +9,19 @@ from dataset.loader import DeviceBatches
 from dataset.task import TaskSample
 from network import parameter_cost, task_state
 from training.checkpoints import Progress, restore_resume_point, run_config, save_resume_point
-from training.context import Context
+from training.context import Context, RunError
 from training.loop import build_optimizer, build_task_model, evaluate, train_one_epoch
 
 log = logging.getLogger("clr")
+
+
+def broken_loss_message(ctx: Context, sample: TaskSample, loss: float, epoch: int) -> str:
+    """Why a task stopped with a NaN or infinite loss: what is kept, what is not, and what to try."""
+    kept = (f"its resume point after epoch {epoch - 1} is kept in {ctx.resume_path(sample.task)}" if epoch > 1
+            else "it had no resume point yet")
+    return (f"task {sample.task.name}: the training loss became {loss} in epoch {epoch}, so the task stopped and "
+            f"saved no weights; {kept}. Rerun to retry, or try --precision fp32 or a lower --lr "
+            "(with --fresh or another --weight folder)")
 
 
 def train_task(ctx: Context, sample: TaskSample) -> dict:
@@ -50,6 +60,8 @@ def train_task(ctx: Context, sample: TaskSample) -> dict:
         started = time.perf_counter()
         desc = f"{task.name} {progress.epoch}/{args.epochs}"
         loss, train_acc = train_one_epoch(step, optimizer, train_batches, ctx, desc)
+        if not math.isfinite(loss):
+            raise RunError(broken_loss_message(ctx, sample, loss, progress.epoch))
         scheduler.step()
         correct = evaluate(model, val_batches, ctx)  # uncompiled: what the report re-evaluates
         if correct > progress.best_correct:

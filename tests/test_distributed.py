@@ -1,0 +1,163 @@
+"""Scale-out under torchrun on the CPU: every task learnt once, with the results of one process; the weight
+folder's run lock; a broken (NaN) loss stopping its task; and the predicted load balance."""
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import main
+import training.task
+from benchmarks import balance
+from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
+from training import distributed
+from training.lock import LOCK_FILE
+
+REPO = Path(__file__).resolve().parent.parent
+TASKS = list(DEMO_TASKS)
+METHOD = "Ghost_reduced_v1"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("dct") / "DATA"
+    write_synthetic_dct(root, seed=0)
+    return root
+
+
+def run_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--data", str(data), "--stat", str(data / "stat.csv"), "--tasks", *TASKS, "--arch", "resnet18",
+            "--weights", "none", "--image-size", "32", "--epochs", "1", "--workers", "0", "--device", "cpu",
+            "--result", str(out / "result"), "--weight", str(out / "weight"), "--cache-dir", str(out / "cache"),
+            *extra]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def saved_weights(out: Path) -> dict[str, dict]:
+    return {p.name: torch.load(p, weights_only=True) for p in sorted((out / "weight").glob(f"*_{METHOD}.pt"))}
+
+
+@pytest.fixture(scope="module")
+def one_process(data, tmp_path_factory) -> Path:
+    """The reference: a plain run with one thread, as torchrun gives each process (OMP_NUM_THREADS=1), since CPU
+    arithmetic can depend on the thread count."""
+    out = tmp_path_factory.mktemp("one")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main.main(run_args(data, out)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_processes(data, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("two")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               str(REPO / "main.py"), *run_args(data, out)]
+    return out, subprocess.run(command, cwd=out, capture_output=True, text=True, timeout=600)
+
+
+def test_two_processes_learn_each_task_once_with_the_results_of_one(one_process, two_processes):
+    out, job = two_processes
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert read_csv(out / "result" / f"{METHOD}.csv") == read_csv(one_process / "result" / f"{METHOD}.csv")
+    assert [row["task_name"] for row in read_csv(out / "result" / f"{METHOD}.csv")] == TASKS
+    reference, weights = saved_weights(one_process), saved_weights(out)
+    assert weights.keys() == reference.keys() == {f"{task}_{METHOD}.pt" for task in TASKS}
+    for name, saved in weights.items():
+        expected = reference[name]
+        assert saved["state"].keys() == expected["state"].keys()
+        assert all(torch.equal(saved["state"][key], expected["state"][key]) for key in saved["state"]), name
+        assert (saved["history"], saved["best_acc"]) == (expected["history"], expected["best_acc"])
+    for task in TASKS:  # learnt by exactly one process, each epoch once
+        log = (out / "result" / task / f"{METHOD}.log").read_text()
+        assert log.count("learnt by process ") == 1 and "of 2 on " in log
+        assert log.count("epoch 1/1: train loss") == 1
+    report = (out / "result" / "report.md").read_text()
+    assert report == (one_process / "result" / "report.md").read_text()
+    assert "all re-evaluated accuracies equal the recorded ones" in report
+    assert job.stdout.count(report.splitlines()[0]) == 1  # printed by the leader alone
+    assert not list((out / "weight").glob("*.resume.pt"))
+
+
+def test_tasks_are_claimed_largest_first_and_each_once():
+    order = distributed.largest_first([5, 9, 5, 7])
+    assert order == [1, 3, 0, 2]  # ties keep run order
+    store = dist.HashStore()
+    first, second = distributed.claim(store, order), distributed.claim(store, order)
+    drawn = [next(first), next(second), next(second), next(first)]
+    assert drawn == order
+    assert list(first) == [] and list(second) == []
+
+
+def one_error_line(stderr: str) -> str:
+    """The run's only error line, which must also be the last thing it wrote (progress bars share stderr)."""
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and stderr.strip().endswith(errors[0]), stderr
+    return errors[0]
+
+
+HOLD_LOCK = ("import sys, time; from pathlib import Path; from training.lock import run_lock\n"
+             "with run_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(600)")
+
+
+def test_a_busy_weight_folder_is_refused_in_one_line_and_a_killed_holder_leaves_no_lock(data, one_process, capsys):
+    weight = one_process / "weight"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(weight)], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        assert main.main(run_args(data, one_process)) == 2
+        error = one_error_line(capsys.readouterr().err)
+        assert error.startswith("error: another run is using the weight folder")
+        assert str(weight / LOCK_FILE) in error and "another --weight folder" in error
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs
+        holder.wait()
+    assert main.main(run_args(data, one_process)) == 0
+    assert capsys.readouterr().out.count("already done") == len(TASKS)
+
+
+def test_a_nan_loss_stops_the_task_keeps_the_last_good_resume_point_and_saves_no_result(data, tmp_path,
+                                                                                         monkeypatch, capsys):
+    real = training.task.train_one_epoch
+    calls = []
+
+    def nan_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        return (math.nan, 0.0) if len(calls) == 2 else real(*args, **kwargs)
+
+    monkeypatch.setattr(training.task, "train_one_epoch", nan_in_epoch_two)
+    assert main.main(run_args(data, tmp_path, "--tasks", TASKS[0], "--epochs", "2")) == 2
+    error = one_error_line(capsys.readouterr().err)
+    assert error.startswith(f"error: task {TASKS[0]}: the training loss became nan in epoch 2, so the task stopped "
+                            "and saved no weights; its resume point after epoch 1 is kept")
+    resume = torch.load(tmp_path / "weight" / f"{TASKS[0]}_{METHOD}.resume.pt", weights_only=True)
+    assert resume["epoch"] == 1 and len(resume["history"]) == 1
+    assert all(torch.isfinite(tensor).all() for tensor in resume["state"].values())
+    assert not (tmp_path / "weight" / f"{TASKS[0]}_{METHOD}.pt").exists()
+    assert not (tmp_path / "result" / f"{METHOD}.csv").exists()
+
+
+def test_balance_largest_first_beats_round_robin_and_respects_the_largest_task(capsys):
+    costs = [10, 1, 1, 1, 1]
+    assert balance.largest_first_loads(costs, 2) == [10, 4]  # the largest task sets the pace
+    assert balance.round_robin_loads(costs, 2) == [12, 2]
+    balance.main(["--processes", "2", "4", "8"])
+    printed = capsys.readouterr().out
+    rows = [line.split("|") for line in printed.splitlines() if "|" in line and line.split("|")[0].strip().isdigit()]
+    assert [int(row[0]) for row in rows] == [2, 4, 8]
+    for row in rows:
+        greedy, round_robin, bound = (float(cell) for cell in row[1:4])
+        assert bound <= greedy <= round_robin
+    assert "53 tasks" in printed
