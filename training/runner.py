@@ -7,6 +7,7 @@ import torch
 
 from dataset.atomic import atomic_path
 from dataset.task import TaskSample
+from inference.mapper import task_anchor
 from training.checkpoints import load_checkpoint, require_same_config, run_config
 from training.context import Context
 from training.results import read_results, record_result, write_results
@@ -66,6 +67,7 @@ def learn_tasks(ctx: Context, samples: list[TaskSample]) -> None:
             saved = train_task(ctx, sample)
         with atomic_path(ctx.weight_path(sample.task)) as tmp:
             torch.save(saved, tmp)
+        task_anchor(ctx, task, saved["config"])  # the task mapper's anchor, while the task's images are at hand
         record_result(ctx.csv_path, task.task_id, task.name, saved["best_acc"])
         ctx.resume_path(sample.task).unlink(missing_ok=True)
 
