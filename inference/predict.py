@@ -51,12 +51,7 @@ def predict(args: argparse.Namespace, device: torch.device, source: DataSource, 
     files = image_files(args.predict)
     check_output(args.output)
     ctx = Context(args, device, source, load_backbone(args.arch, args.weights).to(device), backbone_id(args.weights))
-    if args.task == AUTO:
-        candidates = [task for task in tasks if ctx.weight_path(task).exists()]
-        if not candidates:
-            raise RunError(f"no task has weights for --method {args.method} in {args.weight}: nothing to choose from")
-    else:
-        candidates = select_tasks(source.tasks, [args.task])
+    candidates = candidate_tasks(ctx, tasks)
     trained = [load_trained(ctx, task) for task in candidates]
     images = torch.from_numpy(decode_images(Path(""), [str(path) for path in files], args.image_size, args.workers,
                                             desc="decoding images"))
@@ -65,20 +60,40 @@ def predict(args: argparse.Namespace, device: torch.device, source: DataSource, 
         chosen, margins = choose_tasks(backbone_features(ctx, images, "task mapper"), anchors)
     else:
         chosen, margins = torch.zeros(len(files), dtype=torch.int64), None
-    rows: list[list] = [[] for _ in files]
-    for index, (task, saved) in enumerate(zip(candidates, trained)):
-        members = (chosen == index).nonzero().flatten()
-        if len(members):
-            logits = batch_outputs(task_model(ctx, saved), images[members], ctx, task.name)
-            labels = logits.argmax(1)  # from the logits, as evaluation counts them
-            confidences = logits.softmax(1).gather(1, labels.unsqueeze(1)).flatten()
-            classes = {label: key for key, label in saved["label_map"].items()}
-            for member, label, confidence in zip(members.tolist(), labels.tolist(), confidences.tolist()):
-                rows[member] = [files[member], task.name, label, classes[label], f"{confidence:.6f}"]
+    rows = [[path, *answer] for path, answer in zip(files, classify(ctx, candidates, trained, images, chosen))]
     if margins is not None:
         rows = [row + [f"{margin:.6g}"] for row, margin in zip(rows, margins.tolist())]
     write_csv(args.output, AUTO_COLUMNS if margins is not None else COLUMNS, rows)
     return 0
+
+
+def candidate_tasks(ctx: Context, tasks: list[TaskInfo]) -> list[TaskInfo]:
+    """The --task given, or for auto every selected task with weights for this method."""
+    if ctx.args.task != AUTO:
+        return select_tasks(ctx.source.tasks, [ctx.args.task])
+    candidates = [task for task in tasks if ctx.weight_path(task).exists()]
+    if not candidates:
+        raise RunError(f"no task has weights for --method {ctx.args.method} in {ctx.args.weight}: "
+                       "nothing to choose from")
+    return candidates
+
+
+def classify(ctx: Context, candidates: list[TaskInfo], trained: list[dict], images: torch.Tensor,
+             chosen: torch.Tensor) -> list[list]:
+    """(task, label, class, confidence) for each image, from the model of its chosen candidate; each task's
+    model is built once, for all of its images."""
+    answers: list[list] = [[] for _ in range(len(images))]
+    for index, (task, saved) in enumerate(zip(candidates, trained)):
+        members = (chosen == index).nonzero().flatten()
+        if not len(members):
+            continue
+        logits = batch_outputs(task_model(ctx, saved), images[members], ctx, task.name)
+        labels = logits.argmax(1)  # from the logits, as evaluation counts them
+        confidences = logits.softmax(1).gather(1, labels.unsqueeze(1)).flatten()
+        classes = {label: key for key, label in saved["label_map"].items()}
+        for member, label, confidence in zip(members.tolist(), labels.tolist(), confidences.tolist()):
+            answers[member] = [task.name, label, classes[label], f"{confidence:.6f}"]
+    return answers
 
 
 def image_files(paths: list[Path]) -> list[Path]:
