@@ -9,9 +9,10 @@ Mahalanobis mapper it scores the nearest class mean, but each task's variance is
 depends only on the backbone, the image size and that task's training images: a new task never changes
 an old task's anchor, and every method trained on the same backbone shares it.
 """
-import torch
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 from torch import nn
 
 from dataset.atomic import atomic_path
