@@ -23,6 +23,8 @@ from dataset.sources import (DataSource, check_files_exist, manifest_path, open_
                              write_manifest)
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
 from dataset.task import DatasetError, TaskInfo
+from inference.agnostic import write_task_agnostic
+from inference.predict import add_arguments as add_prediction_arguments, predict, predicting
 from network import ARCHS, METHODS, NetworkError, backbone_choice, backbone_id, load_backbone
 from report.verified import method_label, write_report
 from training import distributed
@@ -110,6 +112,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     run.add_argument("--fresh", action="store_true",
                      help="forget the selected tasks' results, weights and checkpoints, and start over")
+    add_prediction_arguments(parser)
     return parser
 
 
@@ -130,16 +133,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def prepare_demo_data(args: argparse.Namespace) -> None:
     """Point the run at the synthetic demo tasks, writing them to ./demo_data the first time."""
+    notes = sys.stderr if args.predict else sys.stdout  # --predict prints its CSV on stdout
     with distributed.leader_first():  # under torchrun one process writes them, the others then find them
         if not (DEMO_DATA / "rolling_releases" / "database_2.sqlite").exists():
-            print(f"writing synthetic DCT-format demo data to ./{DEMO_DATA}")
+            print(f"writing synthetic DCT-format demo data to ./{DEMO_DATA}", file=notes)
             write_synthetic_dct(DEMO_DATA)
     args.data = DEMO_DATA
     args.stat = args.stat or DEMO_DATA / "stat.csv"
     print(f"demo settings: {args.arch} with --weights {args.weights}, {args.image_size}px images, "
-          f"{args.epochs} epochs, tasks {' '.join(args.tasks)}. For the paper's numbers pass --data DCT_FOLDER.")
-
-
+          f"{args.epochs} epochs, tasks {' '.join(args.tasks)}. For the paper's numbers pass --data DCT_FOLDER.",
+          file=notes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
                        "use --batch-size 2 or more, or --image-size 33 or more")
     source = open_data(args.data, args.stat)
     tasks = select_tasks(source.tasks, args.tasks)
+    if predicting(args):
+        return predict(args, device, source, tasks)
     prepare_output_folder(args.result, "result")
     if args.check:
         if not distributed.is_leader():
@@ -190,7 +195,11 @@ def learn(args: argparse.Namespace, device: torch.device, source: DataSource, ta
     others = [source.sample(task) for task in source.tasks
               if task not in selected and ctx.weight_path(task).exists()]
     order = {task: index for index, task in enumerate(source.tasks)}
-    print(write_report(ctx, sorted(samples + others, key=lambda sample: order[sample.task])))
+    finished = sorted(samples + others, key=lambda sample: order[sample.task])
+    agnostic = write_task_agnostic(ctx, finished)
+    print(write_report(ctx, finished))
+    if agnostic is not None:
+        print(agnostic.summary())
     return 0
 
 

@@ -7,6 +7,7 @@ import torch
 
 from dataset.atomic import atomic_path
 from dataset.task import TaskSample
+from inference.mapper import task_anchor
 from training import distributed
 from training.checkpoints import load_checkpoint, require_same_config, run_config
 from training.context import Context
@@ -69,6 +70,7 @@ def learn_task(ctx: Context, sample: TaskSample, number: int, total: int) -> Non
         saved = train_task(ctx, sample)
     with atomic_path(ctx.weight_path(sample.task)) as tmp:
         torch.save(saved, tmp)
+    task_anchor(ctx, task, saved["config"])  # the task mapper's anchor, while the task's images are at hand
     if own_csv:
         record_result(ctx.csv_path, task.task_id, task.name, saved["best_acc"])
     ctx.resume_path(sample.task).unlink(missing_ok=True)

@@ -1,0 +1,67 @@
+"""Task-agnostic evaluation: how the finished tasks do when nobody says which task an image is from.
+
+Over every finished task's validation images, the task mapper picks a task for each image; an image counts
+for the mapper when it picks the image's own task, and end to end when, in addition, that task's model
+predicts the image's class. Written to ``result/task_agnostic_<method>.csv``.
+"""
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from dataset.atomic import atomic_write_text
+from dataset.task import TaskSample
+from inference.mapper import backbone_features, choose_tasks, task_anchor
+from inference.trained import batch_outputs, task_model
+from training.context import Context
+from training.runner import finished_weights
+
+COLUMNS = ("task_id", "task_name", "val_images", "mapper_correct", "end_to_end_correct")
+
+
+@dataclass(frozen=True)
+class TaskAgnostic:
+    """The per-task counts as written, and where."""
+
+    path: Path
+    rows: list[dict]
+    task_given_correct: int  # the recorded best_correct of the same tasks, for comparison
+
+    def accuracy(self, column: str) -> float:
+        return sum(row[column] for row in self.rows) / sum(row["val_images"] for row in self.rows)
+
+    def summary(self) -> str:
+        images = sum(row["val_images"] for row in self.rows)
+        return (f"task-agnostic over {len(self.rows)} task(s), {images} validation images: task mapper "
+                f"{self.accuracy('mapper_correct'):.2%}, end to end {self.accuracy('end_to_end_correct'):.2%} "
+                f"(task given: {self.task_given_correct / images:.2%}) -> {self.path}")
+
+
+def task_agnostic_path(ctx: Context) -> Path:
+    return ctx.args.result / f"task_agnostic_{ctx.args.method}.csv"
+
+
+def write_task_agnostic(ctx: Context, samples: list[TaskSample]) -> TaskAgnostic | None:
+    """Evaluate every finished task among ``samples`` without its task label and write the CSV; None (and no
+    file) when no task is finished. Tasks without a task anchor get one here."""
+    finished = [(sample, saved) for sample in samples if (saved := finished_weights(ctx, sample)) is not None]
+    if not finished:
+        return None
+    anchors = [task_anchor(ctx, sample.task, saved["config"]) for sample, saved in finished]
+    rows = []
+    for index, (sample, saved) in enumerate(finished):
+        tensors, name = ctx.tensors(sample), sample.task.name
+        chosen, _ = choose_tasks(backbone_features(ctx, tensors.val_images, f"{name}: task mapper"), anchors)
+        # the whole split in its own batches, as evaluation ran it, so the task-given counts are the recorded ones
+        predicted = batch_outputs(task_model(ctx, saved), tensors.val_images, ctx, name).argmax(1)
+        mapped = chosen == index
+        rows.append({"task_id": sample.task.task_id, "task_name": name, "val_images": len(tensors.val_labels),
+                     "mapper_correct": int(mapped.sum()),
+                     "end_to_end_correct": int((mapped & (predicted == tensors.val_labels)).sum())})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path = task_agnostic_path(ctx)
+    atomic_write_text(path, text.getvalue())
+    return TaskAgnostic(path, rows, sum(saved["best_correct"] for _, saved in finished))
