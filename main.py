@@ -4,9 +4,11 @@
     python main.py --data DATA --method Ghost   # CLR-Full
     python main.py --data DATA --check          # preflight: every image, every count, before hours of training
     python main.py                              # a few-minute demo on synthetic data
+    python main.py --report                     # rebuild the tables and figures from result/ and weight/
 
 Each task trains only its own parameters (depthwise CLR kernels, BatchNorm, a linear head), so nothing learnt
-earlier can be overwritten. At the end every saved task is re-loaded onto a fresh backbone and re-evaluated.
+earlier can be overwritten. At the end every saved task is re-loaded onto a fresh backbone and re-evaluated,
+and the per-task tables and figures are written.
 """
 import argparse
 import logging
@@ -23,7 +25,8 @@ from dataset.sources import check_files_exist, manifest_path, open_data, select_
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
 from dataset.task import DatasetError
 from network import ARCHS, METHODS, NetworkError, backbone_id, load_backbone
-from report.verified import method_label, write_report
+from report import add_arguments as add_report_arguments
+from report import method_label, require_results, tasks_on_disk, write_report
 from training.context import Context, RunError, bn_needs_two_images, prepare_output_folder, resolve_device
 from training.runner import forget_tasks, learn_tasks
 
@@ -106,14 +109,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     run.add_argument("--fresh", action="store_true",
                      help="forget the selected tasks' results, weights and checkpoints, and start over")
+    add_report_arguments(parser)
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line; without --data, the demo's settings fill in whatever was not given."""
+    """Parse the command line; without --data, the demo's settings fill in whatever was not given (except for
+    --report --no-verify, which reads only the result and weight folders)."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if args.data is None:
+    if args.data is None and not (args.report and args.no_verify):
         parser.set_defaults(**DEMO_DEFAULTS)
         args = parser.parse_args(argv)
     return args
@@ -130,9 +135,12 @@ def prepare_demo_data(args: argparse.Namespace) -> None:
           f"{args.epochs} epochs, tasks {' '.join(args.tasks)}. For the paper's numbers pass --data DCT_FOLDER.")
 
 
-
-
 def run(args: argparse.Namespace) -> int:
+    if args.report:
+        require_results(args.result)
+        if args.no_verify:
+            print(write_report(args, tasks_on_disk(args)))
+            return 0
     device = resolve_device(args.device)
     if args.data is None:
         prepare_demo_data(args)
@@ -153,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
     prepare_output_folder(args.weight, "weight")
     backbone = load_backbone(args.arch, args.weights).to(device)  # each task's copy is then made on the device
     ctx = Context(args, device, source, backbone, backbone_id(args.weights))
+    if args.report:
+        print(write_report(args, tasks, ctx))
+        return 0
     samples = [source.sample(task) for task in tqdm(tasks, desc="sampling tasks", leave=False)]
     check_files_exist(source.root, samples)
     for sample in samples:
@@ -163,11 +174,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("%s on %s (%s), %d task(s), device %s", method_label(args.method), args.arch, ctx.backbone_id,
              len(samples), device)
     learn_tasks(ctx, samples)
-    selected = {sample.task for sample in samples}
-    others = [source.sample(task) for task in source.tasks
-              if task not in selected and ctx.weight_path(task).exists()]
-    order = {task: index for index, task in enumerate(source.tasks)}
-    print(write_report(ctx, sorted(samples + others, key=lambda sample: order[sample.task])))
+    print(write_report(args, source.tasks, ctx))
     return 0
 
 
