@@ -34,10 +34,10 @@ def tasks_on_disk(args: argparse.Namespace) -> list[TaskInfo]:
 
 
 def settings_line(results: MethodResults, check: Verification) -> str:
-    configs = {describe(record["config"]) for record in results.records.values()}
-    settings = "; ".join(sorted(configs)) if configs else "no weights files"
-    kind = "shared backbone" if results.shared_backbone else "isolated per-task state"
-    return f"- **{method_label(results.name)}** ({kind}; {settings}): {check.summary()}"
+    configs = sorted({describe(record["config"]) for record in results.records.values()})
+    kind = ["shared backbone"] if results.shared_backbone else ["isolated per-task state"] if configs else []
+    return f"- **{method_label(results.name)}** ({'; '.join(kind + (configs or ['no weights files']))}): " \
+           + check.summary()
 
 
 def report_text(results: list[MethodResults], checks: dict[str, Verification], tables: dict, figure_paths,

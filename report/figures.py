@@ -83,6 +83,8 @@ def accuracy_vs_parameters(summary: pd.DataFrame, common: int, folder: Path) -> 
 def training_curves(tasks: pd.DataFrame, results: list[MethodResults], folder: Path) -> list[Path]:
     """Validation accuracy per epoch, one small panel per task, one line per method (from the weights files)."""
     shown = [task_id for task_id in tasks.index if any(task_id in r.records for r in results)]
+    if not shown:
+        return []  # no weights files, so no histories to draw
     columns = min(CURVE_COLUMNS, max(1, len(shown)))
     rows = max(1, math.ceil(len(shown) / columns))
     figure, grid = plt.subplots(rows, columns, figsize=(2.7 * columns + 0.6, 2.1 * rows + 1.0), squeeze=False,

@@ -120,7 +120,7 @@ def per_task_markdown(tasks: pd.DataFrame, accuracy: pd.DataFrame, params: pd.Da
         table[params_header(method)] = params[method].map(params_cell)
     common = common_tasks(accuracy)
     if len(common) == len(tasks):
-        over = f"over {len(tasks)} tasks"
+        over = f"over {len(tasks)} task{'' if len(tasks) == 1 else 's'}"
         footers = [footer_row(f"**average {over}**", accuracy.mean(), params.mean()),
                    footer_row(f"**median {over}**", accuracy.median(), params.median())]
     else:
@@ -129,7 +129,7 @@ def per_task_markdown(tasks: pd.DataFrame, accuracy: pd.DataFrame, params: pd.Da
                    footer_row("**median over the tasks finished**", accuracy.median(), params.median()),
                    footer_row(f"**average over the {len(common)} tasks every method finished**",
                               accuracy.loc[common].mean(), params.loc[common].mean())]
-    footer = pd.DataFrame(footers, columns=table.columns).fillna("")
+    footer = pd.DataFrame(footers, columns=table.columns, dtype=object).fillna("")
     return markdown(pd.concat([table.reset_index(drop=True), footer], ignore_index=True))
 
 
