@@ -36,7 +36,7 @@ def accuracy_frame(tasks: pd.DataFrame, results: list[MethodResults]) -> pd.Data
 
 def params_frame(tasks: pd.DataFrame, results: list[MethodResults]) -> pd.DataFrame:
     """Extra parameters each task adds, in % of the backbone, per task and method (from the weights files)."""
-    return pd.DataFrame({r.name: pd.Series({task_id: record["percent_of_backbone"]
+    return pd.DataFrame({r.name: pd.Series({task_id: record.get("percent_of_backbone")
                                             for task_id, record in r.records.items()}, dtype=float)
                          for r in results}, index=tasks.index, dtype=float)
 
