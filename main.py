@@ -4,9 +4,11 @@
     python main.py --data DATA --method Ghost   # CLR-Full
     python main.py --data DATA --check          # preflight: every image, every count, before hours of training
     python main.py                              # a few-minute demo on synthetic data
+    python main.py --report                     # rebuild the tables and figures from result/ and weight/
 
 Each task trains only its own parameters (depthwise CLR kernels, BatchNorm, a linear head), so nothing learnt
-earlier can be overwritten. At the end every saved task is re-loaded onto a fresh backbone and re-evaluated.
+earlier can be overwritten. At the end every saved task is re-loaded onto a fresh backbone and re-evaluated,
+and the per-task tables and figures are written.
 """
 import argparse
 import logging
@@ -26,7 +28,8 @@ from dataset.task import DatasetError, TaskInfo
 from inference.agnostic import write_task_agnostic
 from inference.predict import add_arguments as add_prediction_arguments, predict, predicting
 from network import ARCHS, METHODS, NetworkError, backbone_choice, backbone_id, load_backbone
-from report.verified import method_label, write_report
+from report import add_arguments as add_report_arguments
+from report import method_label, require_results, tasks_on_disk, write_report
 from training import distributed
 from training.context import Context, RunError, bn_needs_two_images, prepare_output_folder, resolve_device
 from training.lock import run_lock
@@ -112,16 +115,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     run.add_argument("--fresh", action="store_true",
                      help="forget the selected tasks' results, weights and checkpoints, and start over")
+    add_report_arguments(parser)
     add_prediction_arguments(parser)
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line; the demo's settings (without --data), then the arch and weights the method
-    implies, fill in whatever was not given."""
+    """Parse the command line; the demo's settings (without --data, except for --report --no-verify, which reads
+    only the result and weight folders), then the arch and weights the method implies, fill in whatever was not
+    given."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if args.data is None:
+    if args.data is None and not (args.report and args.no_verify):
         parser.set_defaults(**DEMO_DEFAULTS)
         args = parser.parse_args(argv)
     try:
@@ -146,6 +151,11 @@ def prepare_demo_data(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.report:
+        require_results(args.result)
+        if args.no_verify:
+            print(write_report(args, tasks_on_disk(args)))
+            return 0
     device = distributed.local_device(resolve_device(args.device))
     if args.data is None:
         prepare_demo_data(args)
@@ -177,6 +187,9 @@ def learn(args: argparse.Namespace, device: torch.device, source: DataSource, ta
     with distributed.leader_first():  # one process downloads the backbone's weights
         backbone = load_backbone(args.arch, args.weights).to(device)  # each task's copy is then made on the device
     ctx = Context(args, device, source, backbone, backbone_id(args.weights))
+    if args.report:
+        report_run(ctx, tasks)
+        return 0
     samples = [source.sample(task) for task in tqdm(tasks, desc="sampling tasks", leave=False)]
     check_files_exist(source.root, samples)
     if distributed.is_leader():  # the shared files have one writer
@@ -189,18 +202,19 @@ def learn(args: argparse.Namespace, device: torch.device, source: DataSource, ta
     log.info("%s on %s (%s), %d task(s), device %s", method_label(args.method), args.arch, ctx.backbone_id,
              len(samples), device)
     learn_tasks(ctx, samples)  # under torchrun, returns once every process is done
-    if not distributed.is_leader():
-        return 0
-    selected = {sample.task for sample in samples}
-    others = [source.sample(task) for task in source.tasks
-              if task not in selected and ctx.weight_path(task).exists()]
-    order = {task: index for index, task in enumerate(source.tasks)}
-    finished = sorted(samples + others, key=lambda sample: order[sample.task])
+    if distributed.is_leader():
+        report_run(ctx, source.tasks)
+    return 0
+
+
+def report_run(ctx: Context, tasks: list[TaskInfo]) -> None:
+    """The end of a run, and --report: answer every finished task's validation images without task labels, then
+    verify every method's saved tasks and write the tables and figures."""
+    finished = [ctx.source.sample(task) for task in tasks if ctx.weight_path(task).exists()]
     agnostic = write_task_agnostic(ctx, finished)
-    print(write_report(ctx, finished))
+    print(write_report(ctx.args, tasks, ctx))
     if agnostic is not None:
         print(agnostic.summary())
-    return 0
 
 
 class TqdmHandler(logging.StreamHandler):

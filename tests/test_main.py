@@ -94,12 +94,14 @@ def test_run_writes_results_weights_logs_manifests_and_verified_report(data, fin
             assert needle in log_text
 
     report = (finished / "result" / "report.md").read_text()
-    assert "all re-evaluated accuracies equal the recorded ones" in report
+    assert (f"{len(TASKS)} task(s) re-loaded onto a freshly built backbone and re-evaluated on their validation "
+            "split: all re-evaluated accuracies equal the recorded ones") in report
     for row in rows:
-        best = f"{100 * float(row['best_acc']):.2f}"
+        saved = weights[f"{row['task_name']}_Ghost_reduced_v1.pt"]
         line = next(line for line in report.splitlines() if f"| {row['task_name']} |" in line)
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        assert cells[7] == best and cells[8] == best  # recorded best == re-evaluated
+        assert cells[5:] == [str(saved["val_images"]), f"{100 * float(row['best_acc']):.2f}",
+                             f"{saved['percent_of_backbone']:.3f}"]
     assert not list((finished / "weight").glob("*.resume.pt"))
 
 
@@ -183,7 +185,7 @@ def test_a_new_result_folder_adopts_finished_weights_instead_of_retraining(data,
 def test_report_covers_every_finished_task_after_a_subset_run(data, finished, capsys):
     assert main.main(run_args(data, finished, "--tasks", TASKS[1])) == 0
     report = (finished / "result" / "report.md").read_text()
-    assert all(f"| {task} |" in report for task in TASKS) and f"average of {len(TASKS)}" in report
+    assert all(f"| {task} |" in report for task in TASKS) and f"**average over {len(TASKS)} tasks**" in report
 
 
 def test_report_puts_methods_side_by_side(data, finished, tmp_path):
@@ -191,12 +193,12 @@ def test_report_puts_methods_side_by_side(data, finished, tmp_path):
     for method in ("Ghost_reduced_v1", "Ghost"):
         assert main.main(run_args(data, out, "--tasks", TASKS[0], "--epochs", "1", "--method", method)) == 0
     report = (out / "result" / "report.md").read_text()
-    assert report.startswith("# CLR-Full (Ghost)")
+    assert report.startswith("# Per-task results: CLR (Ghost_reduced_v1), CLR-Full (Ghost)")
     header = next(line for line in report.splitlines() if line.startswith("| order"))
-    assert "best acc % (CLR-Full)" in header and "best acc % (CLR)" in header
-    clr = float(read_csv(out / "result" / "Ghost_reduced_v1.csv")[0]["best_acc"])
+    assert "| CLR acc % | CLR-Full acc % | CLR params % | CLR-Full params % |" in header
+    clr, full = (float(read_csv(out / "result" / f"{m}.csv")[0]["best_acc"]) for m in ("Ghost_reduced_v1", "Ghost"))
     row = next(line for line in report.splitlines() if f"| {TASKS[0]} |" in line)
-    assert row.rstrip(" |").endswith(f"{100 * clr:.2f}")
+    assert f"| {100 * clr:.2f} | {100 * full:.2f} |" in row
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -235,6 +237,7 @@ def test_demo_without_data_writes_demo_folder_and_report(tmp_path):
     assert "demo settings:" in result.stdout
     assert (tmp_path / "demo_data" / "rolling_releases" / "database_2.sqlite").exists()
     assert (tmp_path / "result" / "report.md").read_text() in result.stdout
+    assert (tmp_path / "result" / "figures" / "per_task_accuracy.png").is_file()
     assert len(read_csv(tmp_path / "result" / "Ghost_reduced_v1.csv")) == 1
 
 

@@ -61,8 +61,9 @@ def evaluate(model: torch.nn.Module, batches: DeviceBatches, ctx: Context) -> in
     return int(correct)
 
 
-def build_task_model(ctx: Context, num_classes: int) -> torch.nn.Module:
-    model = build_model(ctx.backbone, ctx.args.method, num_classes).to(ctx.device)
+def build_task_model(ctx: Context, num_classes: int, method: str | None = None) -> torch.nn.Module:
+    """A task's model for the run's method, or for another isolated method when the report re-evaluates it."""
+    model = build_model(ctx.backbone, method or ctx.args.method, num_classes).to(ctx.device)
     return model.to(memory_format=torch.channels_last) if ctx.on_cuda else model
 
 

@@ -1,0 +1,101 @@
+"""The end of every run, and all of --report: verify, then write report.md, results_wide.csv and the figures."""
+import argparse
+from pathlib import Path
+
+from dataset.atomic import atomic_write_text
+from dataset.task import TaskInfo
+from report import figures
+from report.inputs import MethodResults, read_method, report_tasks
+from report.methods import RESULT_HEADER, find_methods, method_label
+from report.tables import (accuracy_frame, common_tasks, matrix_markdown, params_frame, per_task_markdown,
+                           summary_frame, summary_markdown, task_agnostic_markdown, task_frame, wide_csv)
+from report.verify import Verification, describe, verify_method
+from training.context import Context, RunError, prepare_output_folder
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("report")
+    group.add_argument("--report", action="store_true", help="rebuild report.md, results_wide.csv and figures/ "
+                       "from the --result and --weight folders without training (every method found there)")
+    group.add_argument("--no-verify", action="store_true", help="do not re-evaluate saved tasks: the report then "
+                       "needs no device, no backbone and, with --report, no --data")
+
+
+def require_results(result: Path) -> None:
+    """--report on a folder without results stops at once, before any data or device is touched."""
+    if not find_methods(result):
+        raise RunError(f"no results to report in {result}: no <method>.csv with the header "
+                       f"{','.join(RESULT_HEADER)}")
+
+
+def tasks_on_disk(args: argparse.Namespace) -> list[TaskInfo]:
+    """The tasks --report --no-verify covers, without opening the data when no --data is given."""
+    return report_tasks(args, find_methods(args.result))
+
+
+def settings_line(results: MethodResults, check: Verification) -> str:
+    configs = sorted({describe(record["config"]) for record in results.records.values()})
+    kind = ["shared backbone"] if results.shared_backbone else ["isolated per-task state"] if configs else []
+    return f"- **{method_label(results.name)}** ({'; '.join(kind + (configs or ['no weights files']))}): " \
+           + check.summary()
+
+
+def report_text(results: list[MethodResults], checks: dict[str, Verification], tables: dict, figure_paths,
+                result: Path) -> str:
+    tasks, accuracy, params, summary = tables["tasks"], tables["accuracy"], tables["params"], tables["summary"]
+    common = len(common_tasks(accuracy))
+    names = ", ".join(method_label(r.name) for r in results)
+    sections = [
+        f"# Per-task results: {names}, {len(tasks)} task(s)",
+        "## Methods and verification\n\n" + "\n".join(settings_line(r, checks[r.name]) for r in results)
+        + "\n\nIsolated methods store each task's state apart from every other's, so their backward transfer "
+        "(BWT) is 0 by construction; it is shown as 0.00 where every task re-evaluated equal to its record.",
+        "## Summary\n\n" + summary_markdown(summary, checks, common),
+        "## Per task\n\nAccuracy is the best validation accuracy; params % is the extra parameters the task adds, in "
+        "% of the backbone (the average row is the mean per task).\n\n" + per_task_markdown(tasks, accuracy, params),
+    ]
+    sections += ["## Forgetting\n\n" + "\n\n".join(matrix_markdown(r) for r in results if r.matrix is not None)
+                 ] if any(r.matrix is not None for r in results) else []
+    sections += ["## Task-agnostic\n\n" + "\n\n".join(task_agnostic_markdown(r) for r in results
+                                                     if r.task_agnostic is not None)
+                 ] if any(r.task_agnostic is not None for r in results) else []
+    sections.append("## Figures\n\n" + "\n".join(f"- [{path.name}]({path.relative_to(result).as_posix()})"
+                                                 for path in figure_paths if path.suffix == ".png"))
+    return "\n\n".join(sections) + "\n"
+
+
+def draw_figures(tables: dict, results: list[MethodResults], folder: Path) -> list[Path]:
+    prepare_output_folder(folder, "figures")
+    paths = figures.per_task_accuracy(tables["tasks"], tables["accuracy"], folder)
+    paths += figures.accuracy_vs_parameters(tables["summary"], len(common_tasks(tables["accuracy"])), folder)
+    paths += figures.training_curves(tables["tasks"], results, folder)
+    for r in results:
+        if r.matrix is not None:
+            paths += figures.accuracy_matrix(r, folder)
+    return paths
+
+
+def write_report(args: argparse.Namespace, tasks: list[TaskInfo], ctx: Context | None = None) -> str:
+    """Tables and figures for every method with results in --result over ``tasks`` (in run order). With a
+    ``ctx`` (and no --no-verify), each isolated method's saved tasks that match its backbone, image size and
+    data are re-evaluated first; a mismatch is an error, raised after everything is written."""
+    results = [read_method(args.result, args.weight, method, tasks) for method in find_methods(args.result)]
+    results = [r for r in results if r.accuracy.size]
+    if not results:
+        raise RunError(f"no results for the selected task(s) in {args.result}")
+    samples = {}
+    checks = {r.name: verify_method(None if args.no_verify else ctx, r, tasks, samples) for r in results}
+    frame = task_frame(tasks, results)
+    accuracy, params = accuracy_frame(frame, results), params_frame(frame, results)
+    tables = {"tasks": frame, "accuracy": accuracy, "params": params,
+              "summary": summary_frame(accuracy, params, results, checks)}
+    figure_paths = draw_figures(tables, results, args.result / "figures")
+    text = report_text(results, checks, tables, figure_paths, args.result)
+    atomic_write_text(args.result / "results_wide.csv", wide_csv(frame, accuracy, params))
+    atomic_write_text(args.result / "report.md", text)
+    mismatches = [m for r in results for m in checks[r.name].mismatches]
+    if mismatches:
+        print(text)
+        raise RunError(f"re-evaluation differs from the recorded accuracy for {len(mismatches)} task(s): "
+                       + "; ".join(mismatches))
+    return text

@@ -1,0 +1,137 @@
+"""The report's figures (matplotlib, headless): per-task accuracy, accuracy against parameters per task,
+training curves and accuracy matrices. Each is saved as PNG and SVG under stable names."""
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and in CI; set before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as ticker  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from dataset.atomic import atomic_path  # noqa: E402
+from report.inputs import MethodResults  # noqa: E402
+from report.methods import display_name  # noqa: E402
+
+MARKERS = "oDs^v<>Ph*X"
+FORMATS = ("png", "svg")
+CURVE_COLUMNS = 6  # small multiples per row of the training-curves figure
+ANNOTATED_MATRIX = 15  # print each cell's value in matrices up to this many tasks
+
+
+def save(figure: plt.Figure, folder: Path, stem: str) -> list[Path]:
+    """Write the figure in every format, atomically, and close it."""
+    paths = []
+    for fmt in FORMATS:
+        path = folder / f"{stem}.{fmt}"
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format=fmt, dpi=100, bbox_inches="tight")
+        paths.append(path)
+    plt.close(figure)
+    return paths
+
+
+def per_task_accuracy(tasks: pd.DataFrame, accuracy: pd.DataFrame, folder: Path) -> list[Path]:
+    """Every method's accuracy on every task, tasks sorted by the first method's (CLR's) accuracy, one row per
+    task so that 53 task names stay readable."""
+    first = accuracy.columns[0]
+    order = accuracy.sort_values(by=first, na_position="first").index
+    figure, axes = plt.subplots(figsize=(8, 1.8 + 0.26 * len(order)), layout="constrained")
+    rows = np.arange(len(order))
+    axes.hlines(rows, 0, 100, colors="0.92", linewidth=0.8, zorder=0)
+    for k, method in enumerate(accuracy.columns):
+        axes.scatter(100 * accuracy.loc[order, method], rows, marker=MARKERS[k % len(MARKERS)], s=28,
+                     label=f"{display_name(method)} (average {100 * accuracy[method].mean():.2f}%)", zorder=2)
+    axes.set_yticks(rows, tasks.loc[order, "task_name"], fontsize=8)
+    axes.set_ylim(-0.7, len(order) - 0.3)
+    axes.set_xlim(0, 100)
+    axes.set_xlabel("best validation accuracy (%)")
+    axes.set_title(f"Accuracy per task ({len(order)} tasks, sorted by {display_name(first)})")
+    figure.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    axes.grid(axis="x", alpha=0.4)
+    return save(figure, folder, "per_task_accuracy")
+
+
+def accuracy_vs_parameters(summary: pd.DataFrame, common: int, folder: Path) -> list[Path]:
+    """CLR's trade-off: average accuracy over the common tasks against the parameters each task adds."""
+    shown = summary.dropna(subset=["params_percent", "common_average"])
+    figure, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    for k, (method, row) in enumerate(shown.iterrows()):
+        axes.scatter(row.params_percent, 100 * row.common_average, marker=MARKERS[k % len(MARKERS)], s=60,
+                     label=display_name(method), zorder=2)
+        axes.annotate(display_name(method), (row.params_percent, 100 * row.common_average),
+                      textcoords="offset points", xytext=(6, 5), fontsize=9)
+    axes.set_xscale("log")
+    axes.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+    axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(ticker.NullFormatter())
+    axes.set_ylim(0, 100)
+    if len(shown):
+        low, high = shown.params_percent.min(), shown.params_percent.max()
+        axes.set_xlim(low / 2, high * 3)
+    axes.set_xlabel("extra parameters per task (% of the backbone, log scale)")
+    axes.set_ylabel(f"average accuracy over {common} common tasks (%)")
+    axes.set_title("Accuracy against parameters added per task")
+    axes.grid(alpha=0.4, which="both")
+    if len(shown):
+        axes.legend(fontsize=8, loc="best")
+    return save(figure, folder, "accuracy_vs_parameters")
+
+
+def training_curves(tasks: pd.DataFrame, results: list[MethodResults], folder: Path) -> list[Path]:
+    """Validation accuracy per epoch, one small panel per task, one line per method (from the weights files)."""
+    shown = [task_id for task_id in tasks.index if any(task_id in r.records for r in results)]
+    if not shown:
+        return []  # no weights files, so no histories to draw
+    columns = min(CURVE_COLUMNS, max(1, len(shown)))
+    rows = max(1, math.ceil(len(shown) / columns))
+    figure, grid = plt.subplots(rows, columns, figsize=(2.7 * columns + 0.6, 2.1 * rows + 1.0), squeeze=False,
+                                sharey=True, layout="constrained")
+    for axes in grid.flat[len(shown):]:
+        axes.set_visible(False)
+    for axes, task_id in zip(grid.flat, shown):
+        for k, r in enumerate(results):
+            history = r.records.get(task_id, {}).get("history", [])
+            if history:
+                axes.plot([e["epoch"] for e in history], [100 * e["val_acc"] for e in history], linewidth=1.2,
+                          marker=MARKERS[k % len(MARKERS)], markersize=2.5, color=f"C{k}", label=display_name(r.name))
+        axes.set_title(tasks.loc[task_id, "task_name"], fontsize=8)
+        axes.set_ylim(0, 100)
+        axes.tick_params(labelsize=7)
+        axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+        axes.grid(alpha=0.4)
+    for axes in grid[:, 0]:
+        axes.set_ylabel("val accuracy (%)", fontsize=8)
+    for axes in grid[-1, :]:
+        axes.set_xlabel("epoch", fontsize=8)
+    handles = {label: line for axes in grid.flat for line, label in zip(*axes.get_legend_handles_labels())}
+    figure.suptitle("Validation accuracy per epoch, per task")
+    figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(6, max(1, len(handles))),
+                  fontsize=9, frameon=False)
+    return save(figure, folder, "training_curves")
+
+
+def accuracy_matrix(results: MethodResults, folder: Path) -> list[Path]:
+    """R[t][i]: accuracy on task i after learning task t; the lower triangle, since later tasks are unknown."""
+    matrix = results.matrix
+    values = 100 * matrix.drop(columns="task_name").to_numpy(dtype=float)
+    names = list(matrix.columns[1:])
+    learnt = list(matrix.task_name)
+    size = max(4.5, 0.22 * len(names) + 2.5)
+    figure, axes = plt.subplots(figsize=(size + 1.2, max(3.0, 0.22 * len(learnt) + 2.5)), layout="constrained")
+    image = axes.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    font = 8 if len(names) <= 20 else 6
+    axes.set_xticks(range(len(names)), names, rotation=90, fontsize=font)
+    axes.set_yticks(range(len(learnt)), learnt, fontsize=font)
+    if len(names) <= ANNOTATED_MATRIX:
+        for (t, i), value in np.ndenumerate(values):
+            if not math.isnan(value):
+                axes.text(i, t, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                          color="white" if value < 60 else "black")
+    axes.set_xlabel("evaluated task")
+    axes.set_ylabel("after learning task")
+    axes.set_title(f"{display_name(results.name)}: accuracy matrix")
+    figure.colorbar(image, ax=axes, label="accuracy (%)", fraction=0.04)
+    return save(figure, folder, f"accuracy_matrix_{results.name}")
