@@ -12,9 +12,8 @@ from pathlib import Path
 from dataset.atomic import atomic_write_text
 from dataset.task import TaskSample
 from inference.mapper import backbone_features, choose_tasks, task_anchor
-from inference.trained import batch_outputs, task_model
+from inference.trained import batch_outputs, task_model, usable_weights
 from training.context import Context
-from training.runner import finished_weights
 
 COLUMNS = ("task_id", "task_name", "val_images", "mapper_correct", "end_to_end_correct")
 
@@ -42,9 +41,10 @@ def task_agnostic_path(ctx: Context) -> Path:
 
 
 def write_task_agnostic(ctx: Context, samples: list[TaskSample]) -> TaskAgnostic | None:
-    """Evaluate every finished task among ``samples`` without its task label and write the CSV; None (and no
-    file) when no task is finished. Tasks without a task anchor get one here."""
-    finished = [(sample, saved) for sample in samples if (saved := finished_weights(ctx, sample)) is not None]
+    """Evaluate every finished task among ``samples`` (trained with this command's settings, on these images)
+    without its task label and write the CSV; None (and no file) when there is none. Tasks without a task anchor
+    get one here."""
+    finished = [(sample, saved) for sample in samples if (saved := usable_weights(ctx, sample)) is not None]
     if not finished:
         return None
     anchors = [task_anchor(ctx, sample.task, saved["config"]) for sample, saved in finished]

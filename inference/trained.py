@@ -3,15 +3,23 @@ import torch
 from tqdm import tqdm
 
 from dataset.loader import DeviceBatches
-from dataset.task import TaskInfo
+from dataset.task import TaskInfo, TaskSample
 from network import load_task_state
 from network.clr import TaskModel
-from training.checkpoints import load_checkpoint
+from training.checkpoints import load_checkpoint, run_config
 from training.context import Context, RunError
 from training.loop import build_task_model
 
 # the settings that change what a saved task computes, and the option that sets each
 SETTING_OPTIONS = {"method": "--method", "arch": "--arch", "backbone": "--weights", "image_size": "--image-size"}
+
+
+def differing_settings(ctx: Context, config: dict) -> list[str]:
+    """The settings a saved task was trained with that this command sets otherwise, as "--option saved (now x)"."""
+    current = {"method": ctx.args.method, "arch": ctx.args.arch, "backbone": ctx.backbone_id,
+               "image_size": ctx.args.image_size}
+    return [f"{option} {config.get(key)} (now {current[key]})"
+            for key, option in SETTING_OPTIONS.items() if config.get(key) != current[key]]
 
 
 def load_trained(ctx: Context, task: TaskInfo) -> dict:
@@ -21,13 +29,21 @@ def load_trained(ctx: Context, task: TaskInfo) -> dict:
         raise RunError(f"task {task.name} has no weights for --method {ctx.args.method} in {ctx.args.weight} "
                        "(train it first, or pass the --weight folder and --method it was trained with)")
     saved = load_checkpoint(path)
-    current = {"method": ctx.args.method, "arch": ctx.args.arch, "backbone": ctx.backbone_id,
-               "image_size": ctx.args.image_size}
-    differing = [f"{option} {saved['config'].get(key)} (now {current[key]})"
-                 for key, option in SETTING_OPTIONS.items() if saved["config"].get(key) != current[key]]
+    differing = differing_settings(ctx, saved["config"])
     if differing:
         raise RunError(f"{path} was trained with {', '.join(differing)}: pass the same setting to use it")
     return saved
+
+
+def usable_weights(ctx: Context, sample: TaskSample) -> dict | None:
+    """The task's weights file if it was trained with this command's settings on the same images, else None.
+    The recipe (epochs, lr, ...) may differ: it changed how the state was learnt, not what it computes."""
+    path = ctx.weight_path(sample.task)
+    if not path.exists():
+        return None
+    saved = load_checkpoint(path)
+    same_data = saved["config"].get("manifest_sha256") == run_config(ctx, sample)["manifest_sha256"]
+    return saved if same_data and not differing_settings(ctx, saved["config"]) else None
 
 
 def task_model(ctx: Context, saved: dict) -> TaskModel:
