@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+import continual
 from dataset.check import check_tasks
 from dataset.preprocess import default_workers
 from dataset.sources import check_files_exist, manifest_path, open_data, select_tasks, write_manifest
@@ -72,9 +73,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--no-cache", action="store_true", help="decode every task afresh and cache nothing")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--method", choices=METHODS, default=METHODS[0],
+    model.add_argument("--method", choices=METHODS + continual.METHODS, default=METHODS[0],
                        help="Ghost_reduced_v1 = CLR (default), Ghost = CLR-Full, Ghost_reduced_v2, "
-                       "and the baselines Linear (head only) and Finetune (everything)")
+                       "and the baselines Linear (head only) and Finetune (everything); SGD, EWC, LwF and ER "
+                       "share one backbone across the tasks")
     model.add_argument("--arch", choices=ARCHS, default=ARCHS[0], help="backbone (default %(default)s)")
     model.add_argument("--weights", default="imagenet", help="backbone weights: imagenet (torchvision "
                        "IMAGENET1K_V1, downloaded once), none (random init, for demos and tests), or a path to a "
@@ -106,6 +108,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     run.add_argument("--fresh", action="store_true",
                      help="forget the selected tasks' results, weights and checkpoints, and start over")
+    continual.add_arguments(parser)
     return parser
 
 
@@ -158,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
     for sample in samples:
         write_manifest(sample, manifest_path(args.result, sample.task))
     torch.backends.cudnn.benchmark = True
+    if args.method in continual.METHODS:  # one backbone carried from task to task: its own sequence and matrix
+        return continual.run(ctx, samples)
     if args.fresh:
         forget_tasks(ctx, samples)
     log.info("%s on %s (%s), %d task(s), device %s", method_label(args.method), args.arch, ctx.backbone_id,
