@@ -49,6 +49,7 @@ class EWC(Method):
         self.fisher, self.anchor = _to(state["fisher"], self.ctx.device), _to(state["anchor"], self.ctx.device)
 
 
+@torch.no_grad()  # torch.func.grad still differentiates; this keeps the head's autograd graph out of the result
 def diagonal_fisher(learner: Learner, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """The empirical Fisher's diagonal for the backbone: the mean over the images of each per-image squared
     gradient of log p(label | image), with BN in eval mode (per-image gradients need per-image statistics)."""

@@ -156,6 +156,7 @@ def test_diagonal_fisher_is_the_mean_squared_per_image_gradient():
     labels = torch.tensor([0, 2, 1, 1, 0])
     learner = SimpleNamespace(model=model, ctx=SimpleNamespace(device=torch.device("cpu"), model_input=lambda x: x))
     fisher = diagonal_fisher(learner, images, labels)
+    assert not any(f.requires_grad for f in fisher.values())  # a constant in the penalty, never a graph
     assert "fc.weight" not in fisher and set(fisher) == {n for n, _ in model.named_parameters()} - {"fc.weight", "fc.bias"}
     expected = {name: torch.zeros_like(f) for name, f in fisher.items()}
     params = dict(model.named_parameters())
