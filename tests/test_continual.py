@@ -25,10 +25,15 @@ TASKS = [f"{order}_{name}" for order, name in enumerate(DEMO_TASKS, 1)]  # folde
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
+def dct(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("dct") / "DATA"
+    write_synthetic_dct(root, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(dct, tmp_path_factory) -> Path:
     """The three demo domains as task folders, with a few images per class."""
-    dct = tmp_path_factory.mktemp("dct") / "DATA"
-    write_synthetic_dct(dct, seed=0)
     source = open_data(dct, dct / "stat.csv")
     root = tmp_path_factory.mktemp("tasks")
     for folder, task in zip(TASKS, (t for t in source.tasks if t.name in DEMO_TASKS)):
@@ -53,38 +58,47 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
-def matrix_of(out: Path, method: str) -> list[list[float]]:
+def matrix_of(out: Path, method: str, tasks: list[str] = TASKS) -> list[list[float]]:
     rows = read_csv(out / "result" / f"{method}_matrix.csv")
-    return [[float(row[name]) for name in TASKS if row[name] != ""] for row in rows]
+    return [[float(row[name]) for name in tasks if row[name] != ""] for row in rows]
 
 
 def bwt(matrix: list[list[float]]) -> float:
     return sum(matrix[-1][i] - matrix[i][i] for i in range(len(matrix) - 1)) / (len(matrix) - 1)
 
 
+def sgd_args(dct: Path, out: Path, *extra: str) -> list[str]:
+    """SGD on the demo's first two tasks with all their images: the small cut learns too little to lose much."""
+    return run_args(dct, out, "SGD", "--stat", str(dct / "stat.csv"), "--tasks", *SGD_TASKS, *extra)
+
+
+SGD_TASKS = list(DEMO_TASKS[:2])
+
+
 @pytest.fixture(scope="module")
-def runs(data, tmp_path_factory) -> dict[str, Path]:
-    """One uninterrupted run of each method over the three tasks."""
-    outs = {}
-    for method in continual.METHODS:
-        outs[method] = tmp_path_factory.mktemp(method)
-        assert main.main(run_args(data, outs[method], method)) == 0
+def runs(data, dct, tmp_path_factory) -> dict[str, tuple[Path, list[str]]]:
+    """One uninterrupted run of each method: (its output folder, its tasks)."""
+    outs = {"SGD": (tmp_path_factory.mktemp("SGD"), SGD_TASKS)}
+    assert main.main(sgd_args(dct, outs["SGD"][0])) == 0
+    for method in continual.METHODS[1:]:
+        outs[method] = (tmp_path_factory.mktemp(method), TASKS)
+        assert main.main(run_args(data, outs[method][0], method)) == 0
     return outs
 
 
 @pytest.mark.parametrize("method", continual.METHODS)
 def test_matrix_weights_files_and_csv_agree(runs, method):
-    out = runs[method]
+    out, tasks = runs[method]
     rows = read_csv(out / "result" / f"{method}_matrix.csv")
-    assert list(rows[0]) == ["task_id", "task_name", *TASKS]
-    assert [row["task_name"] for row in rows] == TASKS
+    assert list(rows[0]) == ["task_id", "task_name", *tasks]
+    assert [row["task_name"] for row in rows] == tasks
     for t, row in enumerate(rows):  # R[t][i] filled for i <= t, empty after
-        assert [row[name] != "" for name in TASKS] == [i <= t for i in range(len(TASKS))]
-    matrix = matrix_of(out, method)
+        assert [row[name] != "" for name in tasks] == [i <= t for i in range(len(tasks))]
+    matrix = matrix_of(out, method, tasks)
     assert all(0 <= value <= 1 for row in matrix for value in row)
     results = read_csv(out / "result" / f"{method}.csv")
     assert [float(row["best_acc"]) for row in results] == matrix[-1]
-    for t, name in enumerate(TASKS):
+    for t, name in enumerate(tasks):
         saved = torch.load(out / "weight" / f"{name}_{method}.pt", weights_only=True)
         assert saved["shared_backbone"] is True and saved["config"]["method"] == method
         assert saved["best_acc"] == matrix[t][t] == saved["best_correct"] / saved["val_images"]
@@ -96,21 +110,21 @@ def test_matrix_weights_files_and_csv_agree(runs, method):
 
 
 def test_sgd_forgets(runs):
-    matrix = matrix_of(runs["SGD"], "SGD")
-    assert all(matrix[i][i] > 0.5 for i in range(len(TASKS)))  # each task was learnt ...
-    assert bwt(matrix) < -0.1  # ... and the later tasks cost the earlier ones
+    matrix = matrix_of(runs["SGD"][0], "SGD", SGD_TASKS)
+    assert all(matrix[i][i] > 0.7 for i in range(len(SGD_TASKS)))  # each task was learnt ...
+    assert bwt(matrix) < -0.15  # ... and the second task cost the first one much of it
 
 
-def test_rerun_of_a_finished_sequence_trains_nothing(data, runs, capsys):
-    out = runs["SGD"]
+def test_rerun_of_a_finished_sequence_trains_nothing(dct, runs, capsys):
+    out = runs["SGD"][0]
     before = (out / "result" / "SGD_matrix.csv").read_text()
-    assert main.main(run_args(data, out, "SGD")) == 0
-    assert capsys.readouterr().out.count("already done") == len(TASKS)
+    assert main.main(sgd_args(dct, out)) == 0
+    assert capsys.readouterr().out.count("already done") == len(SGD_TASKS)
     assert (out / "result" / "SGD_matrix.csv").read_text() == before
 
 
 def test_other_settings_are_refused_and_fresh_starts_over(data, runs, capsys):
-    out = runs["EWC"]
+    out = runs["EWC"][0]
     assert main.main(run_args(data, out, "EWC", "--ewc-lambda", "3")) == 2
     error = capsys.readouterr().err
     assert "other settings or data: ewc_lambda 10.0 (now 3.0)" in error and "--fresh" in error
@@ -142,10 +156,10 @@ def test_killed_and_resumed_run_gives_the_same_matrix(data, runs, tmp_path, monk
     monkeypatch.setattr(continual.runner, "train_one_epoch", kill.real)
     assert main.main(run_args(data, tmp_path, method)) == 0
     for name in (f"{method}_matrix.csv", f"{method}.csv"):
-        assert (tmp_path / "result" / name).read_text() == (runs[method] / "result" / name).read_text()
+        assert (tmp_path / "result" / name).read_text() == (runs[method][0] / "result" / name).read_text()
     for task in TASKS:
         resumed = torch.load(tmp_path / "weight" / f"{task}_{method}.pt", weights_only=True)["state"]
-        reference = torch.load(runs[method] / "weight" / f"{task}_{method}.pt", weights_only=True)["state"]
+        reference = torch.load(runs[method][0] / "weight" / f"{task}_{method}.pt", weights_only=True)["state"]
         assert all(torch.equal(resumed[key], reference[key]) for key in reference)
 
 
