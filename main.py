@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+import continual
 from dataset.check import check_tasks
 from dataset.preprocess import default_workers
 from dataset.sources import (DataSource, check_files_exist, manifest_path, open_data, select_tasks,
@@ -80,10 +81,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--no-cache", action="store_true", help="decode every task afresh and cache nothing")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--method", choices=METHODS, default=METHODS[0],
+    model.add_argument("--method", choices=METHODS + continual.METHODS, default=METHODS[0],
                        help="Ghost_reduced_v1 = CLR (default), Ghost = CLR-Full, Ghost_reduced_v2, Ghost_a (gated "
                        "CLR), li18 / li50 (residual adapters), and the baselines Linear (head only), Finetune "
-                       "(everything) and Resnet_Scratch (everything, from a random init)")
+                       "(everything) and Resnet_Scratch (everything, from a random init); SGD, EWC, LwF and ER "
+                       "share one backbone across the tasks")
     model.add_argument("--arch", choices=ARCHS, help=f"backbone (default {ARCHS[0]}; li18 and li50 imply theirs)")
     model.add_argument("--weights", help="backbone weights: imagenet (torchvision IMAGENET1K_V1, downloaded once; "
                        "the default), none (random init, for demos and tests; implied by Resnet_Scratch), or a "
@@ -115,6 +117,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     run.add_argument("--fresh", action="store_true",
                      help="forget the selected tasks' results, weights and checkpoints, and start over")
+    continual.add_arguments(parser)
     add_report_arguments(parser)
     add_prediction_arguments(parser)
     return parser
@@ -177,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
               else f"check passed for {len(tasks)} task(s)")
         return 1 if mismatches else 0
 
+    if args.method in continual.METHODS and distributed.is_torchrun():
+        raise RunError(f"--method {args.method} learns its tasks one after another on one shared backbone, so it "
+                       "cannot be spread over processes: run it without torchrun")
     prepare_output_folder(args.weight, "weight")
     with run_lock(args.weight, holder=distributed.is_leader()):
         return learn(args, device, source, tasks)
@@ -187,6 +193,7 @@ def learn(args: argparse.Namespace, device: torch.device, source: DataSource, ta
     with distributed.leader_first():  # one process downloads the backbone's weights
         backbone = load_backbone(args.arch, args.weights).to(device)  # each task's copy is then made on the device
     ctx = Context(args, device, source, backbone, backbone_id(args.weights))
+    shared_backbone = args.method in continual.METHODS
     if args.report:
         report_run(ctx, tasks)
         return 0
@@ -196,12 +203,15 @@ def learn(args: argparse.Namespace, device: torch.device, source: DataSource, ta
         for sample in samples:
             write_manifest(sample, manifest_path(args.result, sample.task))
         if args.fresh:
-            forget_tasks(ctx, samples)
+            (continual.forget_sequence if shared_backbone else forget_tasks)(ctx, samples)
     distributed.barrier()  # no task is claimed before --fresh has forgotten it
     torch.backends.cudnn.benchmark = True
-    log.info("%s on %s (%s), %d task(s), device %s", method_label(args.method), args.arch, ctx.backbone_id,
-             len(samples), device)
-    learn_tasks(ctx, samples)  # under torchrun, returns once every process is done
+    if shared_backbone:  # one backbone carried from task to task: its own sequence and accuracy matrix
+        continual.learn(ctx, samples)
+    else:
+        log.info("%s on %s (%s), %d task(s), device %s", method_label(args.method), args.arch, ctx.backbone_id,
+                 len(samples), device)
+        learn_tasks(ctx, samples)  # under torchrun, returns once every process is done
     if distributed.is_leader():
         report_run(ctx, source.tasks)
     return 0
@@ -211,7 +221,8 @@ def report_run(ctx: Context, tasks: list[TaskInfo]) -> None:
     """The end of a run, and --report: answer every finished task's validation images without task labels, then
     verify every method's saved tasks and write the tables and figures."""
     finished = [ctx.source.sample(task) for task in tasks if ctx.weight_path(task).exists()]
-    agnostic = write_task_agnostic(ctx, finished)
+    # a shared-backbone method's tasks have no state of their own for the task mapper to choose between
+    agnostic = None if ctx.args.method in continual.METHODS else write_task_agnostic(ctx, finished)
     print(write_report(ctx.args, tasks, ctx))
     if agnostic is not None:
         print(agnostic.summary())

@@ -2,9 +2,9 @@
 with backward transfer, and task-agnostic accuracy."""
 import math
 
-import numpy as np
 import pandas as pd
 
+import continual.matrix
 from dataset.task import TaskInfo
 from report.inputs import MethodResults
 from report.methods import display_name
@@ -47,12 +47,8 @@ def common_tasks(accuracy: pd.DataFrame) -> pd.Index:
 
 
 def backward_transfer(matrix: pd.DataFrame) -> float | None:
-    """BWT = mean over i < T of R[T][i] - R[i][i], T the last task learnt; None before a second task."""
-    r = matrix.drop(columns="task_name").to_numpy(dtype=float)
-    learnt = len(r)
-    if learnt < 2:
-        return None
-    return float(np.mean(r[-1, :learnt - 1] - r.diagonal()[:learnt - 1]))
+    """The BWT of a matrix as read from <method>_matrix.csv (``continual.matrix`` defines it)."""
+    return continual.matrix.backward_transfer(matrix.drop(columns="task_name").to_numpy(dtype=float).tolist())
 
 
 def summary_frame(accuracy: pd.DataFrame, params: pd.DataFrame, results: list[MethodResults],

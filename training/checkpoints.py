@@ -47,9 +47,11 @@ def require_same_config(path: Path, saved: dict, expected: dict) -> None:
                        "pass --fresh to replace it, or use another --weight folder")
 
 
-def save_resume_point(ctx: Context, sample: TaskSample, model, optimizer, scheduler, batches, progress) -> None:
+def save_resume_point(ctx: Context, sample: TaskSample, model, optimizer, scheduler, batches, progress,
+                      config: dict | None = None) -> None:
+    """The task's state after an epoch; ``config`` (default: run_config) is what a resume must match."""
     checkpoint = {
-        "config": run_config(ctx, sample),
+        "config": config or run_config(ctx, sample),
         "state": task_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "epoch": progress.epoch, "best_correct": progress.best_correct, "best_epoch": progress.best_epoch,
         "best_state": progress.best_state, "history": progress.history,
@@ -60,10 +62,11 @@ def save_resume_point(ctx: Context, sample: TaskSample, model, optimizer, schedu
         torch.save(checkpoint, tmp)
 
 
-def restore_resume_point(ctx: Context, sample: TaskSample, model, optimizer, scheduler, batches) -> Progress:
+def restore_resume_point(ctx: Context, sample: TaskSample, model, optimizer, scheduler, batches,
+                         config: dict | None = None) -> Progress:
     path = ctx.resume_path(sample.task)
     checkpoint = load_checkpoint(path)
-    require_same_config(path, checkpoint["config"], run_config(ctx, sample))
+    require_same_config(path, checkpoint["config"], config or run_config(ctx, sample))
     load_task_state(model, checkpoint["state"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])

@@ -1,4 +1,6 @@
 """The inner loops: one training epoch, one evaluation, and the optimizer they share with the benchmark."""
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -20,18 +22,32 @@ def l2_norm_penalty(params: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(params)).sum()
 
 
+BatchLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+"""(images, what the batches serve) -> (loss before the norm penalty, the task head's logits, the labels)."""
+
+
+def cross_entropy_loss(model: torch.nn.Module, ctx: Context) -> BatchLoss:
+    """The release's loss: cross-entropy of the task's head on batches that serve the labels."""
+    def loss(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with ctx.autocast():
+            logits = model(ctx.model_input(images))
+        return F.cross_entropy(logits.float(), labels), logits, labels
+    return loss
+
+
 def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: DeviceBatches,
-                    ctx: Context, desc: str) -> tuple[float, float]:
-    """One pass over the task's training images. Returns (mean loss, accuracy); reads the device once."""
+                    ctx: Context, desc: str, batch_loss: BatchLoss | None = None) -> tuple[float, float]:
+    """One pass over the task's training images. Returns (mean loss, accuracy); reads the device once.
+
+    ``batch_loss`` lets a continual-learning method add its own terms (default: the release's loss)."""
+    batch_loss = batch_loss or cross_entropy_loss(model, ctx)
     model.train()
     params = model.penalised_parameters()
     totals = torch.zeros(2, device=ctx.device)  # loss sum, correct count: read from the device once per epoch
     shown = torch.zeros(2, pin_memory=ctx.on_cuda)  # a copy for the bar that may lag a few steps, never syncs
     bar = tqdm(batches, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
-    for step, (images, labels) in enumerate(bar):
-        with ctx.autocast():
-            logits = model(ctx.model_input(images))
-        loss = F.cross_entropy(logits.float(), labels)
+    for step, (images, targets) in enumerate(bar):
+        loss, logits, labels = batch_loss(images, targets)
         if ctx.args.norm_penalty:
             loss = loss + ctx.args.norm_penalty * l2_norm_penalty(params)
         optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,75 @@
+"""EWC: elastic weight consolidation (Kirkpatrick et al., PNAS 2017), in its online form (Schwarz et al.,
+ICML 2018, "Progress & Compress"): a quadratic penalty pulls each backbone weight toward its value after the
+last task, in proportion to how much the earlier tasks' log-likelihood depends on it (a diagonal Fisher)."""
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
+from continual.learner import HEAD_KEYS, Learner, TaskData
+from continual.method import Method
+from dataset.images import normalize_uint8
+
+FISHER_CHUNK = 16  # images whose per-image gradients are held at once
+
+
+class EWC(Method):
+    OPTIONS = {
+        "ewc_lambda": (10.0, "EWC: weight of the penalty sum_j F_j (w_j - w*_j)^2 (default %(default)s, "
+                       "Mammoth's online-EWC setting for Seq-CIFAR-10)"),
+        "ewc_gamma": (1.0, "EWC: the accumulated Fisher is multiplied by this before a task's Fisher is added "
+                      "(online EWC; 1 = plain sum over tasks; default %(default)s)"),
+    }
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.fisher: dict[str, torch.Tensor] = {}
+        self.anchor: dict[str, torch.Tensor] = {}
+
+    def batch_loss(self, learner, data, images, labels, index):
+        loss, logits = super().batch_loss(learner, data, images, labels, index)
+        if self.fisher:
+            loss = loss + self.option("ewc_lambda") * self.penalty(learner)
+        return loss, logits
+
+    def penalty(self, learner: Learner) -> torch.Tensor:
+        params = dict(learner.model.named_parameters())
+        return sum((self.fisher[name] * (params[name] - anchor) ** 2).sum() for name, anchor in self.anchor.items())
+
+    def after_task(self, learner: Learner, data: TaskData) -> None:
+        fisher = diagonal_fisher(learner, data.tensors.train_images, data.tensors.train_labels)
+        gamma = self.option("ewc_gamma")
+        self.fisher = {name: gamma * self.fisher[name] + f if self.fisher else f for name, f in fisher.items()}
+        self.anchor = {name: p.detach().clone() for name, p in learner.model.named_parameters()
+                       if name not in HEAD_KEYS}
+
+    def state_dict(self) -> dict:
+        return {"fisher": _to(self.fisher, "cpu"), "anchor": _to(self.anchor, "cpu")}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.fisher, self.anchor = _to(state["fisher"], self.ctx.device), _to(state["anchor"], self.ctx.device)
+
+
+@torch.no_grad()  # torch.func.grad still differentiates; this keeps the head's autograd graph out of the result
+def diagonal_fisher(learner: Learner, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The empirical Fisher's diagonal for the backbone: the mean over the images of each per-image squared
+    gradient of log p(label | image), with BN in eval mode (per-image gradients need per-image statistics)."""
+    model, ctx = learner.model, learner.ctx
+    model.eval()
+    params = {name: p.detach() for name, p in model.named_parameters() if name not in HEAD_KEYS}
+
+    def log_likelihood(backbone: dict, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        logits = functional_call(model, backbone, (image.unsqueeze(0),))
+        return -F.cross_entropy(logits.float(), label.unsqueeze(0))
+
+    per_image = vmap(grad(log_likelihood), in_dims=(None, 0, 0))
+    fisher = {name: torch.zeros_like(p) for name, p in params.items()}
+    for start in range(0, len(labels), FISHER_CHUNK):
+        chunk = normalize_uint8(images[start:start + FISHER_CHUNK].to(ctx.device))
+        grads = per_image(params, ctx.model_input(chunk), labels[start:start + FISHER_CHUNK].to(ctx.device))
+        for name, g in grads.items():
+            fisher[name] += (g.float() ** 2).sum(0)
+    return {name: f / len(labels) for name, f in fisher.items()}
+
+
+def _to(tensors: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    return {name: t.to(device) for name, t in tensors.items()}

@@ -1,0 +1,10 @@
+"""SGD: plain sequential fine-tuning of the shared backbone, the lower bound that the other methods improve on.
+
+Nothing protects earlier tasks: each task trains the whole backbone (and its own head) with the release's
+recipe, so the backbone drifts away from what the earlier, frozen heads were trained on."""
+from continual.method import Method
+
+
+class SGD(Method):
+    """Every hook is the shared recipe's; the name is the continual-learning literature's (the optimizer is
+    the recipe's Adam)."""

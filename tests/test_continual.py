@@ -1,0 +1,218 @@
+"""The shared-backbone baselines (SGD, EWC, LwF, ER) end to end on small synthetic tasks: the accuracy matrix,
+the weights files and CSV that follow from it, forgetting, resume after a kill, and the methods' own parts."""
+import csv
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import continual
+import continual.ewc
+import continual.runner
+import main
+from continual.er import ER, select_for_memory
+from continual.ewc import EWC, diagonal_fisher
+from dataset.images import normalize_uint8
+from dataset.sources import open_data
+from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
+from network import build_model, load_backbone
+
+TRAIN_PER_CLASS, VAL_PER_CLASS = 10, 4  # a small cut of the demo tasks, so a whole backbone trains in seconds
+TASKS = [f"{order}_{name}" for order, name in enumerate(DEMO_TASKS, 1)]  # folder names sort in demo order
+
+
+@pytest.fixture(scope="module")
+def dct(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("dct") / "DATA"
+    write_synthetic_dct(root, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(dct, tmp_path_factory) -> Path:
+    """The three demo domains as task folders, with a few images per class."""
+    source = open_data(dct, dct / "stat.csv")
+    root = tmp_path_factory.mktemp("tasks")
+    for folder, task in zip(TASKS, (t for t in source.tasks if t.name in DEMO_TASKS)):
+        sample = source.sample(task)
+        for split, items, count in (("train", sample.train, TRAIN_PER_CLASS), ("val", sample.val, VAL_PER_CLASS)):
+            for label, key in enumerate(sample.classes):
+                for path, _ in [item for item in items if item[1] == label][:count]:
+                    target = root / folder / split / f"class{key}" / Path(path).name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(dct / path, target)
+    return root
+
+
+def run_args(data: Path, out: Path, method: str, *extra: str) -> list[str]:
+    return ["--data", str(data), "--method", method, "--arch", "resnet18", "--weights", "none",
+            "--image-size", "16", "--epochs", "2", "--workers", "0", "--result", str(out / "result"),
+            "--weight", str(out / "weight"), "--cache-dir", str(out / "cache"), *extra]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def matrix_of(out: Path, method: str, tasks: list[str] = TASKS) -> list[list[float]]:
+    rows = read_csv(out / "result" / f"{method}_matrix.csv")
+    return [[float(row[name]) for name in tasks if row[name] != ""] for row in rows]
+
+
+def bwt(matrix: list[list[float]]) -> float:
+    return sum(matrix[-1][i] - matrix[i][i] for i in range(len(matrix) - 1)) / (len(matrix) - 1)
+
+
+def sgd_args(dct: Path, out: Path, *extra: str) -> list[str]:
+    """SGD on the demo's first two tasks with all their images: the small cut learns too little to lose much."""
+    return run_args(dct, out, "SGD", "--stat", str(dct / "stat.csv"), "--tasks", *SGD_TASKS, *extra)
+
+
+SGD_TASKS = list(DEMO_TASKS[:2])
+
+
+@pytest.fixture(scope="module")
+def runs(data, dct, tmp_path_factory) -> dict[str, tuple[Path, list[str]]]:
+    """One uninterrupted run of each method: (its output folder, its tasks)."""
+    outs = {"SGD": (tmp_path_factory.mktemp("SGD"), SGD_TASKS)}
+    assert main.main(sgd_args(dct, outs["SGD"][0])) == 0
+    for method in continual.METHODS[1:]:
+        outs[method] = (tmp_path_factory.mktemp(method), TASKS)
+        assert main.main(run_args(data, outs[method][0], method)) == 0
+    return outs
+
+
+@pytest.mark.parametrize("method", continual.METHODS)
+def test_matrix_weights_files_and_csv_agree(runs, method):
+    out, tasks = runs[method]
+    rows = read_csv(out / "result" / f"{method}_matrix.csv")
+    assert list(rows[0]) == ["task_id", "task_name", *tasks]
+    assert [row["task_name"] for row in rows] == tasks
+    for t, row in enumerate(rows):  # R[t][i] filled for i <= t, empty after
+        assert [row[name] != "" for name in tasks] == [i <= t for i in range(len(tasks))]
+    matrix = matrix_of(out, method, tasks)
+    assert all(0 <= value <= 1 for row in matrix for value in row)
+    results = read_csv(out / "result" / f"{method}.csv")
+    assert [float(row["best_acc"]) for row in results] == matrix[-1]
+    for t, name in enumerate(tasks):
+        saved = torch.load(out / "weight" / f"{name}_{method}.pt", weights_only=True)
+        assert saved["shared_backbone"] is True and saved["config"]["method"] == method
+        assert saved["best_acc"] == matrix[t][t] == saved["best_correct"] / saved["val_images"]
+        assert sorted(saved["state"]) == ["fc.bias", "fc.weight"]
+        assert saved["trainable_params"] == saved["state"]["fc.weight"].numel() + saved["state"]["fc.bias"].numel()
+        assert len(saved["history"]) == saved["epochs_run"] == 2
+    assert not list((out / "weight").glob("*.resume.pt"))
+    assert sorted(p.name for p in (out / "weight").glob(f"{method}_after_task.pt")) == [f"{method}_after_task.pt"]
+
+
+def test_sgd_forgets(runs):
+    matrix = matrix_of(runs["SGD"][0], "SGD", SGD_TASKS)
+    assert all(matrix[i][i] > 0.7 for i in range(len(SGD_TASKS)))  # each task was learnt ...
+    assert bwt(matrix) < -0.15  # ... and the second task cost the first one much of it
+
+
+def test_rerun_of_a_finished_sequence_trains_nothing(dct, runs, capsys):
+    out = runs["SGD"][0]
+    before = (out / "result" / "SGD_matrix.csv").read_text()
+    assert main.main(sgd_args(dct, out)) == 0
+    assert capsys.readouterr().out.count("already done") == len(SGD_TASKS)
+    assert (out / "result" / "SGD_matrix.csv").read_text() == before
+
+
+def test_other_settings_are_refused_and_fresh_starts_over(data, runs, capsys):
+    out = runs["EWC"][0]
+    assert main.main(run_args(data, out, "EWC", "--ewc-lambda", "3")) == 2
+    error = capsys.readouterr().err
+    assert "other settings or data: ewc_lambda 10.0 (now 3.0)" in error and "--fresh" in error
+    assert main.main(run_args(data, out, "EWC", "--tasks", TASKS[0], "--epochs", "1", "--fresh")) == 0
+    assert "already done" not in capsys.readouterr().out
+    assert [row["task_name"] for row in read_csv(out / "result" / "EWC_matrix.csv")] == TASKS[:1]
+
+
+class Kill:
+    """Make the n-th training epoch of the run raise KeyboardInterrupt, as Ctrl-C would."""
+
+    def __init__(self, monkeypatch, at_call: int):
+        self.calls, self.at_call = 0, at_call
+        self.real = continual.runner.train_one_epoch
+        monkeypatch.setattr(continual.runner, "train_one_epoch", self)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.at_call:
+            raise KeyboardInterrupt
+        return self.real(*args, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["ER"])
+def test_killed_and_resumed_run_gives_the_same_matrix(data, runs, tmp_path, monkeypatch, method):
+    kill = Kill(monkeypatch, at_call=4)  # the second task's second epoch: after-task state plus a resume point
+    assert main.main(run_args(data, tmp_path, method)) == 130
+    assert (tmp_path / "weight" / f"{TASKS[1]}_{method}.resume.pt").exists()
+    monkeypatch.setattr(continual.runner, "train_one_epoch", kill.real)
+    assert main.main(run_args(data, tmp_path, method)) == 0
+    for name in (f"{method}_matrix.csv", f"{method}.csv"):
+        assert (tmp_path / "result" / name).read_text() == (runs[method][0] / "result" / name).read_text()
+    for task in TASKS:
+        resumed = torch.load(tmp_path / "weight" / f"{task}_{method}.pt", weights_only=True)["state"]
+        reference = torch.load(runs[method][0] / "weight" / f"{task}_{method}.pt", weights_only=True)["state"]
+        assert all(torch.equal(resumed[key], reference[key]) for key in reference)
+
+
+def test_diagonal_fisher_is_the_mean_squared_per_image_gradient():
+    torch.manual_seed(0)
+    model = build_model(load_backbone("resnet18", "none"), "Finetune", 3)
+    images = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.tensor([0, 2, 1, 1, 0])
+    learner = SimpleNamespace(model=model, ctx=SimpleNamespace(device=torch.device("cpu"), model_input=lambda x: x))
+    fisher = diagonal_fisher(learner, images, labels)
+    assert not any(f.requires_grad for f in fisher.values())  # a constant in the penalty, never a graph
+    assert "fc.weight" not in fisher and set(fisher) == {n for n, _ in model.named_parameters()} - {"fc.weight", "fc.bias"}
+    expected = {name: torch.zeros_like(f) for name, f in fisher.items()}
+    params = dict(model.named_parameters())
+    for image, label in zip(normalize_uint8(images), labels):  # one image at a time, with autograd
+        model.zero_grad()
+        F.log_softmax(model(image[None]), dim=1)[0, label].backward()
+        for name in expected:
+            expected[name] += params[name].grad ** 2 / len(labels)
+    for name in fisher:
+        torch.testing.assert_close(fisher[name], expected[name], rtol=1e-4, atol=1e-10)
+
+
+def test_ewc_accumulates_fisher_online(monkeypatch):
+    ewc = EWC(SimpleNamespace(args=SimpleNamespace(ewc_gamma=0.5), device=torch.device("cpu")))
+    weight = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    learner = SimpleNamespace(model=SimpleNamespace(named_parameters=lambda: [("layer.w", weight)]))
+    task_fisher = iter([{"layer.w": torch.tensor([4.0, 2.0])}, {"layer.w": torch.tensor([1.0, 3.0])}])
+    monkeypatch.setattr(continual.ewc, "diagonal_fisher", lambda *_: next(task_fisher))
+    data = SimpleNamespace(tensors=SimpleNamespace(train_images=None, train_labels=None))
+    ewc.after_task(learner, data)
+    assert torch.equal(ewc.fisher["layer.w"], torch.tensor([4.0, 2.0]))
+    ewc.after_task(learner, data)
+    assert torch.equal(ewc.fisher["layer.w"], torch.tensor([0.5 * 4 + 1, 0.5 * 2 + 3]))
+    assert torch.equal(ewc.anchor["layer.w"], weight.detach())
+    with torch.no_grad():
+        weight += 1
+    assert torch.equal(ewc.penalty(learner), (ewc.fisher["layer.w"] * 1).sum())
+
+
+def test_er_memory_selection_is_seeded_and_per_task():
+    first = select_for_memory(20, 5, seed=3)
+    assert torch.equal(first, select_for_memory(20, 5, seed=3))
+    assert len(set(first.tolist())) == 5 and all(0 <= i < 20 for i in first.tolist())
+    assert not torch.equal(first, select_for_memory(20, 5, seed=4))
+    assert torch.equal(select_for_memory(3, 5, seed=3), torch.arange(3))
+    er = ER(SimpleNamespace(args=SimpleNamespace(image_size=2, er_per_task=2, seed=7), device=torch.device("cpu")))
+    for position in range(2):
+        images = torch.arange(4 * 12, dtype=torch.uint8).reshape(4, 3, 2, 2) + position
+        tensors = SimpleNamespace(train_images=images, train_labels=torch.tensor([0, 1, 2, 3]))
+        er.after_task(None, SimpleNamespace(labels=tensors.train_labels, tensors=tensors,
+                                            sample=SimpleNamespace(task=SimpleNamespace(order=position)),
+                                            position=position))
+    kept = [select_for_memory(4, 2, seed=7 + position) for position in range(2)]
+    assert torch.equal(er.labels, torch.cat(kept)) and er.tasks.tolist() == [0, 0, 1, 1]
+    assert torch.equal(er.images[2:], torch.arange(4 * 12, dtype=torch.uint8).reshape(4, 3, 2, 2)[kept[1]] + 1)
