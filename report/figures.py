@@ -1,5 +1,6 @@
 """The report's figures (matplotlib, headless): per-task accuracy, accuracy against parameters per task,
-training curves and accuracy matrices. Each is saved as PNG and SVG under stable names."""
+training curves and accuracy matrices. Each is saved as a PNG under a stable name (SVG was dropped: at 53 tasks
+the training curves made a 1.7 MB file, and every run paid for it)."""
 import math
 from pathlib import Path
 
@@ -16,21 +17,17 @@ from report.inputs import MethodResults  # noqa: E402
 from report.methods import display_name  # noqa: E402
 
 MARKERS = "oDs^v<>Ph*X"
-FORMATS = ("png", "svg")
 CURVE_COLUMNS = 6  # small multiples per row of the training-curves figure
 ANNOTATED_MATRIX = 15  # print each cell's value in matrices up to this many tasks
 
 
 def save(figure: plt.Figure, folder: Path, stem: str) -> list[Path]:
-    """Write the figure in every format, atomically, and close it."""
-    paths = []
-    for fmt in FORMATS:
-        path = folder / f"{stem}.{fmt}"
-        with atomic_path(path) as tmp:
-            figure.savefig(tmp, format=fmt, dpi=100, bbox_inches="tight")
-        paths.append(path)
+    """Write the figure as a PNG, atomically, and close it."""
+    path = folder / f"{stem}.png"
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
-    return paths
+    return [path]
 
 
 def per_task_accuracy(tasks: pd.DataFrame, accuracy: pd.DataFrame, folder: Path) -> list[Path]:

@@ -2,6 +2,7 @@
 import csv
 from pathlib import Path
 
+import continual
 from network import METHODS
 
 PAPER_NAMES = {"Ghost_reduced_v1": "CLR", "Ghost": "CLR-Full"}
@@ -21,8 +22,9 @@ def method_label(method: str) -> str:
 
 
 def paper_order(methods: list[str]) -> list[str]:
-    """CLR, CLR-Full, then the isolated methods in the registry's order, then any others by name."""
-    known = [*PAPER_NAMES, *METHODS]
+    """CLR, CLR-Full, then the isolated methods in the registry's order, the shared-backbone ones, then any others
+    by name."""
+    known = [*PAPER_NAMES, *METHODS, *continual.METHODS]
     return sorted(methods, key=lambda m: (known.index(m), "") if m in known else (len(known), m))
 
 

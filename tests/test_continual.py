@@ -1,6 +1,5 @@
 """The shared-backbone baselines (SGD, EWC, LwF, ER) end to end on small synthetic tasks: the accuracy matrix,
 the weights files and CSV that follow from it, forgetting, resume after a kill, and the methods' own parts."""
-import csv
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +18,7 @@ from dataset.images import normalize_uint8
 from dataset.sources import open_data
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
 from network import build_model, load_backbone
+from tests.test_main import Kill, read_csv
 
 TRAIN_PER_CLASS, VAL_PER_CLASS = 10, 4  # a small cut of the demo tasks, so a whole backbone trains in seconds
 TASKS = [f"{order}_{name}" for order, name in enumerate(DEMO_TASKS, 1)]  # folder names sort in demo order
@@ -51,11 +51,6 @@ def run_args(data: Path, out: Path, method: str, *extra: str) -> list[str]:
     return ["--data", str(data), "--method", method, "--arch", "resnet18", "--weights", "none",
             "--image-size", "16", "--epochs", "2", "--workers", "0", "--result", str(out / "result"),
             "--weight", str(out / "weight"), "--cache-dir", str(out / "cache"), *extra]
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def matrix_of(out: Path, method: str, tasks: list[str] = TASKS) -> list[list[float]]:
@@ -133,24 +128,10 @@ def test_other_settings_are_refused_and_fresh_starts_over(data, runs, capsys):
     assert [row["task_name"] for row in read_csv(out / "result" / "EWC_matrix.csv")] == TASKS[:1]
 
 
-class Kill:
-    """Make the n-th training epoch of the run raise KeyboardInterrupt, as Ctrl-C would."""
-
-    def __init__(self, monkeypatch, at_call: int):
-        self.calls, self.at_call = 0, at_call
-        self.real = continual.runner.train_one_epoch
-        monkeypatch.setattr(continual.runner, "train_one_epoch", self)
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        if self.calls == self.at_call:
-            raise KeyboardInterrupt
-        return self.real(*args, **kwargs)
-
-
 @pytest.mark.parametrize("method", ["ER"])
 def test_killed_and_resumed_run_gives_the_same_matrix(data, runs, tmp_path, monkeypatch, method):
-    kill = Kill(monkeypatch, at_call=4)  # the second task's second epoch: after-task state plus a resume point
+    # the second task's second epoch: after-task state plus a resume point
+    kill = Kill(monkeypatch, at_call=4, module=continual.runner)
     assert main.main(run_args(data, tmp_path, method)) == 130
     assert (tmp_path / "weight" / f"{TASKS[1]}_{method}.resume.pt").exists()
     monkeypatch.setattr(continual.runner, "train_one_epoch", kill.real)

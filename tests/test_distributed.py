@@ -1,6 +1,5 @@
 """Scale-out under torchrun on the CPU: every task learnt once, with the results of one process; the weight
 folder's run lock; a broken (NaN) loss stopping its task; and the predicted load balance."""
-import csv
 import math
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import main
 import training.task
 from benchmarks import balance
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
+from tests.test_main import read_csv
 from training import distributed
 from training.lock import LOCK_FILE
 
@@ -34,11 +34,6 @@ def run_args(data: Path, out: Path, *extra: str) -> list[str]:
             "--weights", "none", "--image-size", "32", "--epochs", "1", "--workers", "0", "--device", "cpu",
             "--result", str(out / "result"), "--weight", str(out / "weight"), "--cache-dir", str(out / "cache"),
             *extra]
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def saved_weights(out: Path) -> dict[str, dict]:

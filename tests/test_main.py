@@ -119,12 +119,13 @@ def test_rerun_skips_finished_tasks(data, finished, capsys):
 
 
 class Kill:
-    """Make the n-th training epoch of the run raise KeyboardInterrupt, as Ctrl-C would."""
+    """Make the n-th training epoch of the run raise KeyboardInterrupt, as Ctrl-C would. ``module`` is where the
+    run looks up ``train_one_epoch``."""
 
-    def __init__(self, monkeypatch, at_call: int):
+    def __init__(self, monkeypatch, at_call: int, module=training.task):
         self.calls, self.at_call = 0, at_call
-        self.real = training.task.train_one_epoch
-        monkeypatch.setattr(training.task, "train_one_epoch", self)
+        self.real = module.train_one_epoch
+        monkeypatch.setattr(module, "train_one_epoch", self)
 
     def __call__(self, *args, **kwargs):
         self.calls += 1

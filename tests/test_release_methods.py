@@ -47,8 +47,10 @@ def check_learnt(out: Path, method: str, penalty: PenaltyRecorder) -> None:
     assert (saved["config"]["method"], saved["config"]["arch"], saved["config"]["backbone"]) == (
         method, "resnet18", "none:seed0")
     report = (out / "result" / "report.md").read_text()
-    assert report.startswith(f"# {method} on resnet18 (none:seed0), 32px")
-    assert "all re-evaluated accuracies equal the recorded ones" in report
+    assert report.startswith(f"# Per-task results: {method}, 1 task(s)")
+    assert f"- **{method}** (isolated per-task state; resnet18, backbone none:seed0, 32 px)" in report
+    assert ("1 task(s) re-loaded onto a freshly built backbone and re-evaluated on their validation split: "
+            "all re-evaluated accuracies equal the recorded ones") in report
     [penalised] = penalty.shapes
     gates = [shape for shape in penalised if len(shape) == 4 and shape[0] == 1]
     assert gates == [] and len(penalised) == PENALISED[method]
