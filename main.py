@@ -153,7 +153,19 @@ def prepare_demo_data(args: argparse.Namespace) -> None:
           file=notes)
 
 
+def refuse_torchrun(args: argparse.Namespace) -> None:
+    """Work that cannot be spread over a job's processes says so in one line, rather than running in each."""
+    if not distributed.is_torchrun():
+        return
+    if args.method in continual.METHODS:
+        raise RunError(f"--method {args.method} learns its tasks one after another on one shared backbone, so it "
+                       "cannot be spread over processes: run it without torchrun")
+    if args.report or args.predict:
+        raise RunError("--report and --predict work in one process: run them without torchrun")
+
+
 def run(args: argparse.Namespace) -> int:
+    refuse_torchrun(args)
     if args.report:
         require_results(args.result)
         if args.no_verify:
@@ -180,9 +192,6 @@ def run(args: argparse.Namespace) -> int:
               else f"check passed for {len(tasks)} task(s)")
         return 1 if mismatches else 0
 
-    if args.method in continual.METHODS and distributed.is_torchrun():
-        raise RunError(f"--method {args.method} learns its tasks one after another on one shared backbone, so it "
-                       "cannot be spread over processes: run it without torchrun")
     prepare_output_folder(args.weight, "weight")
     with run_lock(args.weight, holder=distributed.is_leader()):
         return learn(args, device, source, tasks)

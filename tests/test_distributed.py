@@ -156,3 +156,17 @@ def test_balance_largest_first_beats_round_robin_and_respects_the_largest_task(c
         greedy, round_robin, bound = (float(cell) for cell in row[1:4])
         assert bound <= greedy <= round_robin
     assert "53 tasks" in printed
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "SGD"], "--method SGD learns its tasks one after another on one shared backbone"),
+    (["--report"], "--report and --predict work in one process"),
+    (["--predict", "x.png", "--task", "shapes"], "--report and --predict work in one process")])
+def test_what_cannot_be_spread_over_processes_refuses_torchrun(monkeypatch, extra, message):
+    args = main.parse_args(["--data", "DATA", *extra])
+    main.refuse_torchrun(args)  # a plain run goes ahead
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(main.RunError, match=message):
+        main.refuse_torchrun(args)
+    main.refuse_torchrun(main.parse_args(["--data", "DATA"]))  # CLR's tasks are spread over the processes
