@@ -5,6 +5,9 @@
     python main.py --data DATA --check          # preflight: every image, every count, before hours of training
     python main.py                              # a few-minute demo on synthetic data
     python main.py --report                     # rebuild the tables and figures from result/ and weight/
+    python main.py --data DATA --method EWC     # a shared-backbone baseline, with its accuracy matrix
+    python main.py --predict IMAGES --task auto # classify new images, the task found by the task mapper
+    torchrun --nproc-per-node 8 main.py --data DATA   # the tasks spread over 8 GPUs
 
 Each task trains only its own parameters (depthwise CLR kernels, BatchNorm, a linear head), so nothing learnt
 earlier can be overwritten. At the end every saved task is re-loaded onto a fresh backbone and re-evaluated,
