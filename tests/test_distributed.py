@@ -13,6 +13,7 @@ import main
 import training.task
 from benchmarks import balance
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
+from tests import test_main
 from tests.test_main import read_csv
 from training import distributed
 from training.lock import LOCK_FILE
@@ -30,10 +31,8 @@ def data(tmp_path_factory) -> Path:
 
 
 def run_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["--data", str(data), "--stat", str(data / "stat.csv"), "--tasks", *TASKS, "--arch", "resnet18",
-            "--weights", "none", "--image-size", "32", "--epochs", "1", "--workers", "0", "--device", "cpu",
-            "--result", str(out / "result"), "--weight", str(out / "weight"), "--cache-dir", str(out / "cache"),
-            *extra]
+    """test_main's small settings on all three demo tasks, one epoch, on the CPU (a later option wins)."""
+    return test_main.run_args(data, out, "--tasks", *TASKS, "--epochs", "1", "--device", "cpu", *extra)
 
 
 def saved_weights(out: Path) -> dict[str, dict]:
