@@ -14,7 +14,6 @@ earlier can be overwritten. At the end every saved task is re-loaded onto a fres
 and the per-task tables and figures are written.
 """
 import argparse
-import logging
 import math
 import sys
 from pathlib import Path
@@ -23,26 +22,29 @@ import torch
 from tqdm import tqdm
 
 import continual
+from common.console import console_log
+from common.errors import ClrError, NetworkError, RunError
 from dataset.check import check_tasks
 from dataset.preprocess import default_workers
-from dataset.sources import (DataSource, check_files_exist, manifest_path, open_data, select_tasks,
-                             write_manifest)
+from dataset.sources import DataSource, check_files_exist, open_data, select_tasks, write_manifest
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
-from dataset.task import DatasetError, TaskInfo
-from inference.agnostic import write_task_agnostic
-from inference.predict import add_arguments as add_prediction_arguments, predict, predicting
-from network import ARCHS, METHODS, NetworkError, backbone_choice, backbone_id, load_backbone
+from dataset.task import TaskInfo
+from inference import predict as prediction
+from inference.mapper import task_anchor
+from network import ARCHS, METHODS, backbone_choice, backbone_id, load_backbone
 from report import add_arguments as add_report_arguments
-from report import method_label, require_results, tasks_on_disk, write_report
+from report import method_label, report_run, require_results, tasks_on_disk, write_report
 from training import distributed
-from training.context import Context, RunError, bn_needs_two_images, prepare_output_folder, resolve_device
+from training.context import Context, bn_needs_two_images
+from training.isolated import forget_tasks, learn_isolated_tasks
 from training.lock import run_lock
-from training.runner import forget_tasks, learn_tasks
+from training.settings import PRECISIONS, Layout, Recipe, prepare_output_folder, resolve_device, runtime_for
 
-log = logging.getLogger("clr")
+log = console_log()
 
 DEMO_DATA = Path("demo_data")
 DEMO_DEFAULTS = {"weights": "none", "image_size": 32, "epochs": 12, "tasks": list(DEMO_TASKS)}
+DEFAULT_IMAGE_SIZE = 224
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -76,7 +78,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--tasks", nargs="+", metavar="ID|NAME", help="run only these tasks (in run order)")
     data.add_argument("--check", action="store_true", help="verify every image and count of the selected tasks, "
                       "write their manifests, and exit (non-zero on any mismatch)")
-    data.add_argument("--image-size", type=number(int), default=224, help="images are resized to SxS (default 224)")
+    data.add_argument("--image-size", type=number(int), help=f"images are resized to SxS (default "
+                      f"{DEFAULT_IMAGE_SIZE}; with --predict, what the tasks were trained with)")
     data.add_argument("--workers", type=number(int, allow_zero=True), default=default_workers(),
                       help="processes that decode images (default %(default)s; 0 decodes in this process)")
     data.add_argument("--cache-dir", type=Path, default=Path("cache"),
@@ -84,7 +87,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--no-cache", action="store_true", help="decode every task afresh and cache nothing")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--method", choices=METHODS + continual.METHODS, default=METHODS[0],
+    model.add_argument("--method", choices=METHODS + continual.METHODS,
                        help="Ghost_reduced_v1 = CLR (default), Ghost = CLR-Full, Ghost_reduced_v2, Ghost_a (gated "
                        "CLR), li18 / li50 (residual adapters), and the baselines Linear (head only), Finetune "
                        "(everything) and Resnet_Scratch (everything, from a random init); SGD, EWC, LwF and ER "
@@ -114,148 +117,176 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="per-task weights <task>_<method>.pt (default ./weight/)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="auto = cuda when available (default)")
-    run.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
-                     help="CUDA compute precision: bf16 autocast (default) or fp32, the release's numerics. "
-                     "The CPU always computes in fp32")
+    run.add_argument("--precision", choices=PRECISIONS, default="auto",
+                     help="auto (default): bf16 autocast on CUDA, fp32 on the CPU; bf16: bf16 autocast on either "
+                     "(on a CPU, its own bf16 autocast); fp32: the release's numerics")
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     run.add_argument("--fresh", action="store_true",
                      help="forget the selected tasks' results, weights and checkpoints, and start over")
-    continual.add_arguments(parser)
+    baselines = parser.add_argument_group("shared-backbone baselines (--method " + "/".join(continual.METHODS) + ")")
+    for method in continual.REGISTRY.values():
+        for name, option in method.OPTIONS.items():
+            baselines.add_argument("--" + name.replace("_", "-"), default=option.default, help=option.help,
+                                   type=number(type(option.default), allow_zero=not option.positive))
     add_report_arguments(parser)
-    add_prediction_arguments(parser)
+    prediction.add_arguments(parser)
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line; the demo's settings (without --data, except for --report --no-verify, which reads
-    only the result and weight folders), then the arch and weights the method implies, fill in whatever was not
-    given."""
+    """Parse the command line. Without --data a run takes the demo's settings (but --predict, which takes its
+    tasks' settings from their records, and --report --no-verify, which reads only the result and weight
+    folders); then the method, and the arch and weights it implies, fill in whatever was not given."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if args.data is None and not (args.report and args.no_verify):
-        parser.set_defaults(**DEMO_DEFAULTS)
-        args = parser.parse_args(argv)
-    try:
-        args.arch, args.weights = backbone_choice(args.method, args.arch, args.weights)
-    except NetworkError as error:
-        parser.error(str(error))
+    if args.predict is None:
+        if args.data is None and not (args.report and args.no_verify):
+            parser.set_defaults(**DEMO_DEFAULTS)
+            args = parser.parse_args(argv)
+        args.method = args.method or METHODS[0]
+        args.image_size = args.image_size or DEFAULT_IMAGE_SIZE
+        try:
+            args.arch, args.weights = backbone_choice(args.method, args.arch, args.weights)
+        except NetworkError as error:
+            parser.error(str(error))
     return args
 
 
-def prepare_demo_data(args: argparse.Namespace) -> None:
-    """Point the run at the synthetic demo tasks, writing them to ./demo_data the first time."""
-    notes = sys.stderr if args.predict else sys.stdout  # --predict prints its CSV on stdout
-    with distributed.leader_first():  # under torchrun one process writes them, the others then find them
-        if not (DEMO_DATA / "rolling_releases" / "database_2.sqlite").exists():
-            print(f"writing synthetic DCT-format demo data to ./{DEMO_DATA}", file=notes)
-            write_synthetic_dct(DEMO_DATA)
-    args.data = DEMO_DATA
-    args.stat = args.stat or DEMO_DATA / "stat.csv"
-    print(f"demo settings: {args.arch} with --weights {args.weights}, {args.image_size}px images, "
-          f"{args.epochs} epochs, tasks {' '.join(args.tasks)}. For the paper's numbers pass --data DCT_FOLDER.",
-          file=notes)
+def mode_of(args: argparse.Namespace) -> str:
+    """What this command does: one of check, predict, report or train."""
+    if args.predict is None and (args.task is not None or args.output is not None):
+        raise RunError("--task and --output go with --predict PATH [PATH ...]")
+    if args.predict is not None and args.task is None:
+        raise RunError("--predict needs --task NAME_OR_ID (the images' task) or --task auto")
+    return "check" if args.check else "predict" if args.predict else "report" if args.report else "train"
 
 
-def refuse_torchrun(args: argparse.Namespace) -> None:
+def refuse_torchrun(args: argparse.Namespace, mode: str) -> None:
     """Work that cannot be spread over a job's processes says so in one line, rather than running in each."""
     if not distributed.is_torchrun():
         return
-    if args.method in continual.METHODS:
+    if mode in ("report", "predict"):
+        raise RunError("--report and --predict work in one process: run them without torchrun")
+    if mode == "train" and args.method in continual.METHODS:
         raise RunError(f"--method {args.method} learns its tasks one after another on one shared backbone, so it "
                        "cannot be spread over processes: run it without torchrun")
-    if args.report or args.predict:
-        raise RunError("--report and --predict work in one process: run them without torchrun")
 
 
-def run(args: argparse.Namespace) -> int:
-    refuse_torchrun(args)
-    if args.report:
-        require_results(args.result)
-        if args.no_verify:
-            print(write_report(args, tasks_on_disk(args)))
-            return 0
-    device = distributed.local_device(resolve_device(args.device))
+def layout_of(args: argparse.Namespace) -> Layout:
+    return Layout(result=args.result, weight=args.weight)
+
+
+def open_selected(args: argparse.Namespace) -> tuple[DataSource, list[TaskInfo]]:
+    """The data (the demo's, written the first time, without --data) and the tasks selected in it."""
     if args.data is None:
-        prepare_demo_data(args)
-    if args.batch_size == 1 and bn_needs_two_images(args.image_size):
-        raise RunError("at 32 px or less BatchNorm cannot train on one image per batch: "
-                       "use --batch-size 2 or more, or --image-size 33 or more")
+        with distributed.leader_first():  # under torchrun one process writes them, the others then find them
+            if not (DEMO_DATA / "rolling_releases" / "database_2.sqlite").exists():
+                print(f"writing synthetic DCT-format demo data to ./{DEMO_DATA}")
+                write_synthetic_dct(DEMO_DATA)
+        args.data, args.stat = DEMO_DATA, args.stat or DEMO_DATA / "stat.csv"
+        print(f"demo settings: {args.arch} with --weights {args.weights}, {args.image_size}px images, "
+              f"{args.epochs} epochs, tasks {' '.join(args.tasks)}. For the paper's numbers pass --data DCT_FOLDER.")
     source = open_data(args.data, args.stat)
-    tasks = select_tasks(source.tasks, args.tasks)
-    if predicting(args):
-        return predict(args, device, source, tasks)
-    prepare_output_folder(args.result, "result")
-    if args.check:
-        if not distributed.is_leader():
-            return 0  # under torchrun, one process checks
-        mismatches = check_tasks(source, tasks, args.result, args.workers)
-        for mismatch in mismatches:
-            print(f"mismatch: {mismatch}", file=sys.stderr)
-        print(f"check FAILED: {len(mismatches)} mismatch(es) in {len(tasks)} task(s)" if mismatches
-              else f"check passed for {len(tasks)} task(s)")
-        return 1 if mismatches else 0
-
-    prepare_output_folder(args.weight, "weight")
-    with run_lock(args.weight, holder=distributed.is_leader()):
-        return learn(args, device, source, tasks)
+    return source, select_tasks(source.tasks, args.tasks)
 
 
-def learn(args: argparse.Namespace, device: torch.device, source: DataSource, tasks: list[TaskInfo]) -> int:
-    """Learn the selected tasks (under torchrun, those this process claims), then verify and report them."""
+def run_context(args: argparse.Namespace, source: DataSource) -> Context:
+    """The run's explicit settings and its frozen backbone, on this process's device."""
+    device = distributed.local_device(resolve_device(args.device))
     with distributed.leader_first():  # one process downloads the backbone's weights
         backbone = load_backbone(args.arch, args.weights).to(device)  # each task's copy is then made on the device
-    ctx = Context(args, device, source, backbone, backbone_id(args.weights))
-    shared_backbone = args.method in continual.METHODS
-    if args.report:
-        report_run(ctx, tasks)
+    recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, norm_penalty=args.norm_penalty,
+                    patience=args.patience, seed=args.seed)
+    return Context(method=args.method, arch=args.arch, backbone=backbone, backbone_id=backbone_id(args.weights),
+                   image_size=args.image_size, source=source, recipe=recipe,
+                   runtime=runtime_for(device, args.precision, args.eval_batch_size, args.compile),
+                   layout=layout_of(args), cache_dir=None if args.no_cache else args.cache_dir, workers=args.workers)
+
+
+def check(args: argparse.Namespace) -> int:
+    """--check: every selected task samples, matches its counts, and every image decodes; manifests written."""
+    source, tasks = open_selected(args)
+    layout = layout_of(args)
+    prepare_output_folder(layout.result, "result")
+    if not distributed.is_leader():
+        return 0  # under torchrun, one process checks
+    mismatches = check_tasks(source, tasks, lambda task: layout.manifest(task.name), args.workers)
+    for mismatch in mismatches:
+        print(f"mismatch: {mismatch}", file=sys.stderr)
+    print(f"check FAILED: {len(mismatches)} mismatch(es) in {len(tasks)} task(s)" if mismatches
+          else f"check passed for {len(tasks)} task(s)")
+    return 1 if mismatches else 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    """--predict: the tasks, their label maps and settings come from the weight folder's records."""
+    source = open_data(args.data, args.stat) if args.data is not None else None
+    request = prediction.Request(paths=args.predict, task=args.task, output=args.output, choices=args.tasks,
+                                 method=args.method, arch=args.arch, weights=args.weights,
+                                 image_size=args.image_size)
+    return prediction.predict(request, layout_of(args), resolve_device(args.device), args.precision,
+                              args.eval_batch_size, source, None if args.no_cache else args.cache_dir, args.workers)
+
+
+def report(args: argparse.Namespace) -> int:
+    """--report: the tables and figures from the result and weight folders, verified unless --no-verify."""
+    layout = layout_of(args)
+    require_results(layout)
+    if args.no_verify:  # no device, no backbone and, without --data, no data
+        print(write_report(layout, tasks_on_disk(layout, args.data, args.stat, args.tasks), None))
         return 0
-    samples = [source.sample(task) for task in tqdm(tasks, desc="sampling tasks", leave=False)]
-    check_files_exist(source.root, samples)
-    if distributed.is_leader():  # the shared files have one writer
-        for sample in samples:
-            write_manifest(sample, manifest_path(args.result, sample.task))
-        if args.fresh:
-            (continual.forget_sequence if shared_backbone else forget_tasks)(ctx, samples)
-    distributed.barrier()  # no task is claimed before --fresh has forgotten it
-    torch.backends.cudnn.benchmark = True
-    if shared_backbone:  # one backbone carried from task to task: its own sequence and accuracy matrix
-        continual.learn(ctx, samples)
-    else:
-        log.info("%s on %s (%s), %d task(s), device %s", method_label(args.method), args.arch, ctx.backbone_id,
-                 len(samples), device)
-        learn_tasks(ctx, samples)  # under torchrun, returns once every process is done
-    if distributed.is_leader():
-        report_run(ctx, source.tasks)
+    source, tasks = open_selected(args)
+    ctx = run_context(args, source)
+    report_run(ctx, tasks, task_mapper=ctx.method not in continual.METHODS)
     return 0
 
 
-def report_run(ctx: Context, tasks: list[TaskInfo]) -> None:
-    """The end of a run, and --report: answer every finished task's validation images without task labels, then
-    verify every method's saved tasks and write the tables and figures."""
-    finished = [ctx.source.sample(task) for task in tasks if ctx.weight_path(task).exists()]
-    # a shared-backbone method's tasks have no state of their own for the task mapper to choose between
-    agnostic = None if ctx.args.method in continual.METHODS else write_task_agnostic(ctx, finished)
-    print(write_report(ctx.args, tasks, ctx))
-    if agnostic is not None:
-        print(agnostic.summary())
+def train(args: argparse.Namespace) -> int:
+    """Learn the selected tasks (under torchrun, those this process claims), then verify and report them."""
+    if args.batch_size == 1 and bn_needs_two_images(args.image_size):
+        raise RunError("at 32 px or less BatchNorm cannot train on one image per batch: "
+                       "use --batch-size 2 or more, or --image-size 33 or more")
+    source, tasks = open_selected(args)
+    layout = layout_of(args)
+    prepare_output_folder(layout.result, "result")
+    prepare_output_folder(layout.weight, "weight")
+    with run_lock(layout.lock, holder=distributed.is_leader()):
+        ctx = run_context(args, source)
+        shared_backbone = ctx.method in continual.METHODS
+        samples = [source.sample(task) for task in tqdm(tasks, desc="sampling tasks", leave=False)]
+        check_files_exist(source.root, samples)
+        if distributed.is_leader():  # the shared files have one writer
+            for sample in samples:
+                write_manifest(sample, layout.manifest(sample.task.name))
+            if args.fresh:
+                (continual.forget_sequence if shared_backbone else forget_tasks)(ctx, samples)
+        distributed.barrier()  # no task is claimed before --fresh has forgotten it
+        torch.backends.cudnn.benchmark = True
+        if shared_backbone:  # one backbone carried from task to task: its own sequence and accuracy matrix
+            options = {name: getattr(args, name) for name in continual.REGISTRY[ctx.method].OPTIONS}
+            continual.learn(ctx, samples, options)
+        else:
+            log.info("%s on %s (%s), %d task(s), device %s", method_label(ctx.method), ctx.arch, ctx.backbone_id,
+                     len(samples), ctx.device)
+            # the task mapper's anchor, fitted while the task's images are at hand
+            learn_isolated_tasks(ctx, samples, lambda sample, record: task_anchor(ctx, sample.task, record.config))
+        if distributed.is_leader():
+            report_run(ctx, source.tasks, task_mapper=not shared_backbone)
+    return 0
 
 
-class TqdmHandler(logging.StreamHandler):
-    """Console log lines that do not break the progress bars."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        tqdm.write(self.format(record), file=sys.stdout)
+MODES = {"check": check, "predict": predict, "report": report, "train": train}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not log.handlers:
-        log.addHandler(TqdmHandler())
-        log.setLevel(logging.INFO)
+    console_log()
     try:
+        mode = mode_of(args)
         with distributed.process_group():
-            return run(args)
-    except (DatasetError, NetworkError, RunError) as error:
+            refuse_torchrun(args, mode)
+            return MODES[mode](args)
+    except ClrError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

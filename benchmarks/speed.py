@@ -29,18 +29,17 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import main  # noqa: E402  (its argument defaults configure the measured run)
-from dataset.atomic import atomic_write_text  # noqa: E402
+from common.files import atomic_write_text  # noqa: E402
 from dataset.loader import DeviceBatches, ReleaseStyleDataset  # noqa: E402
 from dataset.preprocess import decode_images, default_workers, load_task_tensors  # noqa: E402
 from dataset.sources import DEFAULT_STAT, open_data, read_stat  # noqa: E402
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct  # noqa: E402
-from network import ARCHS, METHODS, backbone_id, build_model, load_backbone  # noqa: E402
-from training.context import Context, resolve_device  # noqa: E402
+from network import ARCHS, METHODS, build_model, load_backbone  # noqa: E402
 from training.loop import build_optimizer, build_task_model, evaluate, train_one_epoch  # noqa: E402  (measured)
+from training.settings import (PRECISIONS, RELEASE_EVAL_BATCH, Recipe, Runtime, resolve_device,  # noqa: E402
+                               runtime_for)
 
 REPRODUCTION_EPOCHS = 60
-RELEASE_EVAL_BATCH = 16
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -55,7 +54,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="rounds over the three paths; medians are "
                         "reported (default 3)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="this project's path (CUDA)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="this project's path: auto (default) is bf16 autocast on CUDA, fp32 on the CPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile this project's training step")
     parser.add_argument("--photo-size", type=int, nargs=2, default=(500, 375), metavar=("W", "H"),
                         help="re-save the measured task's images at this size first, so decoding costs what a "
@@ -155,34 +155,35 @@ def release_style_eval(model, batches, device: torch.device) -> int:
     return seen
 
 
-def measure_project(ctx: Context, num_classes: int, train_batches, eval_batches, warmup_batches,
-                    warmup_eval) -> dict:
+def measure_project(backbone: torch.nn.Module, method: str, recipe: Recipe, runtime: Runtime, num_classes: int,
+                    train_batches, eval_batches, warmup_batches, warmup_eval) -> dict:
     """Images/s of the project's own train_one_epoch and evaluate over the given batch sources."""
-    model = build_task_model(ctx, num_classes)
-    optimizer = build_optimizer(ctx, model)
-    step_model = torch.compile(model) if ctx.args.compile else model
-    train_one_epoch(step_model, optimizer, warmup_batches, ctx, "warm-up")
-    with Timer(ctx.device) as train:
-        train_one_epoch(step_model, optimizer, train_batches, ctx, "train")
-    evaluate(model, warmup_eval, ctx)
-    with Timer(ctx.device) as evaluation:
-        evaluate(model, eval_batches, ctx)
+    model = build_task_model(backbone, method, num_classes, runtime)
+    optimizer = build_optimizer(model, recipe.lr, runtime)
+    step_model = torch.compile(model) if runtime.compile else model
+    train_one_epoch(step_model, optimizer, warmup_batches, runtime, recipe.norm_penalty, "warm-up")
+    with Timer(runtime.device) as train:
+        train_one_epoch(step_model, optimizer, train_batches, runtime, recipe.norm_penalty, "train")
+    evaluate(model, warmup_eval, runtime)
+    with Timer(runtime.device) as evaluation:
+        evaluate(model, eval_batches, runtime)
     return {"train_images_per_s": train_batches.num_images / train.seconds,
             "eval_images_per_s": eval_batches.num_images / evaluation.seconds}
 
 
-def measure_release_style(ctx: Context, root: Path, sample, size: int, steps: int, warmup: int) -> dict:
-    model = build_model(ctx.backbone, ctx.args.method, sample.num_classes).to(ctx.device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=ctx.args.lr)
+def measure_release_style(backbone: torch.nn.Module, method: str, recipe: Recipe, device: torch.device, root: Path,
+                          sample, size: int, steps: int, warmup: int) -> dict:
+    model = build_model(backbone, method, sample.num_classes).to(device)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=recipe.lr)
     train_set = ReleaseStyleDataset(root, sample.train, size)
     val_set = ReleaseStyleDataset(root, sample.val, size)
-    release_style_train(model, optimizer, release_batches(train_set, ctx.args.batch_size, True, warmup), ctx.device)
-    with Timer(ctx.device) as train:
-        seen = release_style_train(model, optimizer, release_batches(train_set, ctx.args.batch_size, True, steps),
-                                   ctx.device)
-    release_style_eval(model, release_batches(val_set, RELEASE_EVAL_BATCH, False, warmup), ctx.device)
-    with Timer(ctx.device) as evaluation:
-        seen_eval = release_style_eval(model, release_batches(val_set, RELEASE_EVAL_BATCH, False, steps), ctx.device)
+    release_style_train(model, optimizer, release_batches(train_set, recipe.batch_size, True, warmup), device)
+    with Timer(device) as train:
+        seen = release_style_train(model, optimizer, release_batches(train_set, recipe.batch_size, True, steps),
+                                   device)
+    release_style_eval(model, release_batches(val_set, RELEASE_EVAL_BATCH, False, warmup), device)
+    with Timer(device) as evaluation:
+        seen_eval = release_style_eval(model, release_batches(val_set, RELEASE_EVAL_BATCH, False, steps), device)
     return {"train_images_per_s": seen / train.seconds, "eval_images_per_s": seen_eval / evaluation.seconds}
 
 
@@ -228,27 +229,26 @@ def measure_all(args: argparse.Namespace, work: Path) -> dict:
         decode_images(source.root, paths, size, args.workers, "preprocessing")
     tensors = load_task_tensors(source.root, sample, size, None, args.workers)
 
-    cli = ["--data", str(data), "--weights", "none", "--arch", args.arch, "--method", args.method,
-           "--image-size", str(size), "--device", device.type, "--precision", args.precision,
-           "--batch-size", str(args.batch_size)]
-    cli += ["--eval-batch-size", str(args.eval_batch_size)] if args.eval_batch_size else []
-    cli += ["--compile"] if args.compile else []
-    ctx = Context(main.parse_args(cli), device, source, load_backbone(args.arch, "none"), backbone_id("none"))
+    recipe = Recipe(batch_size=args.batch_size)
+    runtime = runtime_for(device, args.precision, args.eval_batch_size, args.compile)
+    backbone = load_backbone(args.arch, "none")
     # Full batches only, in all three paths: the small synthetic task's partial last batch would otherwise be
     # ~1 step in 10 (on the DCT tasks it is under 1 in 80) and weigh on b against c's full batches.
     train = DeviceBatches(tensors.train_images, tensors.train_labels, args.batch_size, device, shuffle=True, seed=0,
                           min_last_batch=args.batch_size)
-    val = DeviceBatches(tensors.val_images, tensors.val_labels, ctx.eval_batch_size, device, shuffle=False,
-                        min_last_batch=ctx.eval_batch_size)
+    val = DeviceBatches(tensors.val_images, tensors.val_labels, runtime.eval_batch_size, device, shuffle=False,
+                        min_last_batch=runtime.eval_batch_size)
 
     one_train, one_val = next(iter(train)), next(iter(val))
     measurements = {
-        "a_release_style": lambda: measure_release_style(ctx, source.root, sample, size, steps, warmup),
-        "b_this_project": lambda: measure_project(ctx, sample.num_classes, Cycle(train, steps), Cycle(val, steps),
-                                                  Cycle(train, warmup), Cycle(val, warmup)),
-        "c_compute_bound": lambda: measure_project(ctx, sample.num_classes, RepeatedBatch(one_train, steps),
-                                                   RepeatedBatch(one_val, steps), RepeatedBatch(one_train, warmup),
-                                                   RepeatedBatch(one_val, warmup)),
+        "a_release_style": lambda: measure_release_style(backbone, args.method, recipe, device, source.root, sample,
+                                                         size, steps, warmup),
+        "b_this_project": lambda: measure_project(backbone, args.method, recipe, runtime, sample.num_classes,
+                                                  Cycle(train, steps), Cycle(val, steps), Cycle(train, warmup),
+                                                  Cycle(val, warmup)),
+        "c_compute_bound": lambda: measure_project(backbone, args.method, recipe, runtime, sample.num_classes,
+                                                   RepeatedBatch(one_train, steps), RepeatedBatch(one_val, steps),
+                                                   RepeatedBatch(one_train, warmup), RepeatedBatch(one_val, warmup)),
     }
     names = list(measurements)
     rounds = []
@@ -265,8 +265,8 @@ def measure_all(args: argparse.Namespace, work: Path) -> dict:
                                                                     f"{torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "settings": {"arch": args.arch, "method": args.method, "image_size": size, "batch_size": args.batch_size,
-                     "eval_batch_size": {"a": RELEASE_EVAL_BATCH, "b_c": ctx.eval_batch_size},
-                     "precision": args.precision if cuda else "fp32", "channels_last": cuda,
+                     "eval_batch_size": {"a": RELEASE_EVAL_BATCH, "b_c": runtime.eval_batch_size},
+                     "precision": "bf16" if runtime.bf16 else "fp32", "channels_last": runtime.channels_last,
                      "compile": args.compile, "steps": steps, "warmup": warmup, "repeats": args.repeats,
                      "workers": args.workers,
                      "task": sample.task.name, "task_images": len(paths),

@@ -5,43 +5,44 @@ each image scored by its own task's head, to the current batch."""
 import torch
 import torch.nn.functional as F
 
-from continual.learner import Learner, TaskData
-from continual.method import Method
+from continual.method import Method, Option, TaskData
 from dataset.images import normalize_uint8
+from network import MultiHeadModel
 
 
 class ER(Method):
     OPTIONS = {
-        "er_per_task": (50, "ER: training images kept per learnt task (default %(default)s)"),
-        "er_batch_size": (32, "ER: replayed images added to each training batch (default %(default)s, the "
-                          "training batch size, as in Chaudhry et al. and Mammoth)"),
+        "er_per_task": Option(50, "ER: training images kept per learnt task (default %(default)s)"),
+        "er_batch_size": Option(32, "ER: replayed images added to each training batch (default %(default)s, the "
+                                "training batch size, as in Chaudhry et al. and Mammoth)"),
     }
 
-    def __init__(self, ctx) -> None:
-        super().__init__(ctx)
-        self.images = torch.empty(0, 3, ctx.args.image_size, ctx.args.image_size, dtype=torch.uint8)
+    def __init__(self, ctx, **options) -> None:
+        super().__init__(ctx, **options)
+        self.images = torch.empty(0, 3, ctx.image_size, ctx.image_size, dtype=torch.uint8)
         self.labels = torch.empty(0, dtype=torch.long)
         self.tasks = torch.empty(0, dtype=torch.long)  # the position (head) of each stored image's task
 
-    def batch_loss(self, learner, data, images, labels, index):
+    def batch_loss(self, model, data, images, labels, index):
         if not len(self.labels):
-            return super().batch_loss(learner, data, images, labels, index)
+            return super().batch_loss(model, data, images, labels, index)
+        runtime = self.ctx.runtime
         drawn = torch.randperm(len(self.labels))[:self.option("er_batch_size")]  # global RNG: saved on resume
-        replay = normalize_uint8(self.images[drawn].to(self.ctx.device))
-        replay_labels, replay_tasks = self.labels[drawn].to(self.ctx.device), self.tasks[drawn]
-        with self.ctx.autocast():
-            features = learner.features(torch.cat([images, replay]))
-            logits = learner.model.fc(features[:len(labels)])
+        replay = normalize_uint8(self.images[drawn].to(runtime.device))
+        replay_labels, replay_tasks = self.labels[drawn].to(runtime.device), self.tasks[drawn]
+        with runtime.autocast():
+            features = model.features(runtime.model_input(torch.cat([images, replay])))
+            logits = model.fc(features[:len(labels)])
             losses = [F.cross_entropy(logits.float(), labels, reduction="sum")]
             for position in replay_tasks.unique().tolist():
-                mine = (replay_tasks == position).to(self.ctx.device)
-                replayed = learner.heads[position](features[len(labels):][mine])
+                mine = (replay_tasks == position).to(runtime.device)
+                replayed = model.heads[position](features[len(labels):][mine])
                 losses.append(F.cross_entropy(replayed.float(), replay_labels[mine], reduction="sum"))
         return sum(losses) / (len(labels) + len(drawn)), logits
 
-    def after_task(self, learner: Learner, data: TaskData) -> None:
+    def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
         kept = select_for_memory(len(data.labels), self.option("er_per_task"),
-                                 self.ctx.args.seed + data.sample.task.order)
+                                 self.ctx.recipe.seed + data.sample.task.order)
         self.images = torch.cat([self.images, data.tensors.train_images[kept]])
         self.labels = torch.cat([self.labels, data.tensors.train_labels[kept]])
         self.tasks = torch.cat([self.tasks, torch.full((len(kept),), data.position, dtype=torch.long)])

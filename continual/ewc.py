@@ -5,42 +5,42 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from continual.learner import HEAD_KEYS, Learner, TaskData
-from continual.method import Method
+from continual.method import Method, Option, TaskData
 from dataset.images import normalize_uint8
+from network import MultiHeadModel
+from training.settings import Runtime
 
 FISHER_CHUNK = 16  # images whose per-image gradients are held at once
 
 
 class EWC(Method):
     OPTIONS = {
-        "ewc_lambda": (10.0, "EWC: weight of the penalty sum_j F_j (w_j - w*_j)^2 (default %(default)s, "
-                       "Mammoth's online-EWC setting for Seq-CIFAR-10)"),
-        "ewc_gamma": (1.0, "EWC: the accumulated Fisher is multiplied by this before a task's Fisher is added "
-                      "(online EWC; 1 = plain sum over tasks; default %(default)s)"),
+        "ewc_lambda": Option(10.0, "EWC: weight of the penalty sum_j F_j (w_j - w*_j)^2 (default %(default)s, "
+                             "Mammoth's online-EWC setting for Seq-CIFAR-10)"),
+        "ewc_gamma": Option(1.0, "EWC: the accumulated Fisher is multiplied by this before a task's Fisher is "
+                            "added (online EWC; 1 = plain sum over tasks; default %(default)s)"),
     }
 
-    def __init__(self, ctx) -> None:
-        super().__init__(ctx)
+    def __init__(self, ctx, **options) -> None:
+        super().__init__(ctx, **options)
         self.fisher: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
 
-    def batch_loss(self, learner, data, images, labels, index):
-        loss, logits = super().batch_loss(learner, data, images, labels, index)
+    def batch_loss(self, model, data, images, labels, index):
+        loss, logits = super().batch_loss(model, data, images, labels, index)
         if self.fisher:
-            loss = loss + self.option("ewc_lambda") * self.penalty(learner)
+            loss = loss + self.option("ewc_lambda") * self.penalty(model)
         return loss, logits
 
-    def penalty(self, learner: Learner) -> torch.Tensor:
-        params = dict(learner.model.named_parameters())
+    def penalty(self, model: MultiHeadModel) -> torch.Tensor:
+        params = dict(model.named_parameters())
         return sum((self.fisher[name] * (params[name] - anchor) ** 2).sum() for name, anchor in self.anchor.items())
 
-    def after_task(self, learner: Learner, data: TaskData) -> None:
-        fisher = diagonal_fisher(learner, data.tensors.train_images, data.tensors.train_labels)
+    def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
+        fisher = diagonal_fisher(model, self.ctx.runtime, data.tensors.train_images, data.tensors.train_labels)
         gamma = self.option("ewc_gamma")
         self.fisher = {name: gamma * self.fisher[name] + f if self.fisher else f for name, f in fisher.items()}
-        self.anchor = {name: p.detach().clone() for name, p in learner.model.named_parameters()
-                       if name not in HEAD_KEYS}
+        self.anchor = {name: p.detach().clone() for name, p in model.backbone_named_parameters()}
 
     def state_dict(self) -> dict:
         return {"fisher": _to(self.fisher, "cpu"), "anchor": _to(self.anchor, "cpu")}
@@ -50,12 +50,12 @@ class EWC(Method):
 
 
 @torch.no_grad()  # torch.func.grad still differentiates; this keeps the head's autograd graph out of the result
-def diagonal_fisher(learner: Learner, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+def diagonal_fisher(model: MultiHeadModel, runtime: Runtime, images: torch.Tensor,
+                    labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """The empirical Fisher's diagonal for the backbone: the mean over the images of each per-image squared
     gradient of log p(label | image), with BN in eval mode (per-image gradients need per-image statistics)."""
-    model, ctx = learner.model, learner.ctx
     model.eval()
-    params = {name: p.detach() for name, p in model.named_parameters() if name not in HEAD_KEYS}
+    params = {name: p.detach() for name, p in model.backbone_named_parameters()}
 
     def log_likelihood(backbone: dict, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         logits = functional_call(model, backbone, (image.unsqueeze(0),))
@@ -63,9 +63,10 @@ def diagonal_fisher(learner: Learner, images: torch.Tensor, labels: torch.Tensor
 
     per_image = vmap(grad(log_likelihood), in_dims=(None, 0, 0))
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}
+    device = runtime.device
     for start in range(0, len(labels), FISHER_CHUNK):
-        chunk = normalize_uint8(images[start:start + FISHER_CHUNK].to(ctx.device))
-        grads = per_image(params, ctx.model_input(chunk), labels[start:start + FISHER_CHUNK].to(ctx.device))
+        chunk = normalize_uint8(images[start:start + FISHER_CHUNK].to(device))
+        grads = per_image(params, runtime.model_input(chunk), labels[start:start + FISHER_CHUNK].to(device))
         for name, g in grads.items():
             fisher[name] += (g.float() ** 2).sum(0)
     return {name: f / len(labels) for name, f in fisher.items()}

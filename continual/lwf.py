@@ -4,40 +4,43 @@ trains, the earlier heads' softened outputs (temperature T) are pulled toward th
 import torch
 import torch.nn.functional as F
 
-from continual.learner import Learner, TaskData
-from continual.method import Method
+from continual.method import Method, Option, TaskData
 from dataset.loader import DeviceBatches
+from network import MultiHeadModel
 
 
 class LwF(Method):
     OPTIONS = {
-        "lwf_alpha": (1.0, "LwF: weight of the distillation loss, the mean over earlier tasks (the paper's "
-                      "lambda_o; default %(default)s, as in the paper and Avalanche)"),
-        "lwf_temperature": (2.0, "LwF: softmax temperature of the distillation (default %(default)s, the paper's)"),
+        "lwf_alpha": Option(1.0, "LwF: weight of the distillation loss, the mean over earlier tasks (the paper's "
+                            "lambda_o; default %(default)s, as in the paper and Avalanche)"),
+        "lwf_temperature": Option(2.0, "LwF: softmax temperature of the distillation, positive (default "
+                                  "%(default)s, the paper's)", positive=True),
     }
 
-    def __init__(self, ctx) -> None:
-        super().__init__(ctx)
+    def __init__(self, ctx, **options) -> None:
+        super().__init__(ctx, **options)
         self.recorded: list[torch.Tensor] = []  # per earlier task: its head's logits on every training image
 
     @torch.inference_mode()
-    def before_task(self, learner: Learner, data: TaskData) -> None:
-        learner.model.eval()
-        batches = DeviceBatches(data.tensors.train_images, torch.arange(len(data.labels)), self.ctx.eval_batch_size,
-                                self.ctx.device, shuffle=False)
+    def before_task(self, model: MultiHeadModel, data: TaskData) -> None:
+        model.eval()
+        runtime = self.ctx.runtime
+        batches = DeviceBatches(data.tensors.train_images, torch.arange(len(data.labels)), runtime.eval_batch_size,
+                                runtime.device, shuffle=False)
         outputs: list[list[torch.Tensor]] = [[] for _ in range(data.position)]
         for images, _ in batches:
-            with self.ctx.autocast():
-                features = learner.features(images)
+            with runtime.autocast():
+                features = model.features(runtime.model_input(images))
                 for position, logits in enumerate(outputs):
-                    logits.append(learner.heads[position](features).float())
+                    logits.append(model.heads[position](features).float())
         self.recorded = [torch.cat(logits) for logits in outputs]
 
-    def batch_loss(self, learner, data, images, labels, index):
-        with self.ctx.autocast():
-            features = learner.features(images)
-            logits = learner.model.fc(features)
-            earlier = [learner.heads[position](features) for position in range(data.position)]
+    def batch_loss(self, model, data, images, labels, index):
+        runtime = self.ctx.runtime
+        with runtime.autocast():
+            features = model.features(runtime.model_input(images))
+            logits = model.fc(features)
+            earlier = [model.heads[position](features) for position in range(data.position)]
         loss = F.cross_entropy(logits.float(), labels)
         if earlier:
             temperature = self.option("lwf_temperature")

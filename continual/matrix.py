@@ -3,7 +3,7 @@ import csv
 import io
 from pathlib import Path
 
-from dataset.atomic import atomic_write_text
+from common.files import atomic_write_text
 from dataset.task import TaskSample
 
 

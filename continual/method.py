@@ -1,41 +1,71 @@
 """What a shared-backbone method may change, as hooks around the shared recipe (the pattern of Mammoth's
 ``models/``): before a task, the loss of a batch, after a task, and what it carries to the next task."""
-import argparse
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from continual.learner import Learner, TaskData
+from common.errors import RunError
+from dataset.loader import DeviceBatches
+from dataset.preprocess import TaskTensors
+from dataset.task import TaskSample
+from network import MultiHeadModel
 from training.context import Context
+
+
+@dataclass(frozen=True)
+class Option:
+    """A method's hyper-parameter; main.py offers it as ``--name-with-dashes``."""
+
+    default: int | float
+    help: str  # may use %(default)s
+    positive: bool = False  # zero is refused too (e.g. a temperature one divides by)
+
+
+@dataclass
+class TaskData:
+    """One task while it is learnt: its place in the run, its images and its batches."""
+
+    sample: TaskSample
+    position: int  # 0-based place in the run: the index of the task's head
+    tensors: TaskTensors  # uint8 images on the CPU, as the cache holds them
+    labels: torch.Tensor  # the training labels on the device, looked up by image index
+    train: DeviceBatches  # serves image indices (not labels), so a method can find its per-image records
+    val: DeviceBatches
 
 
 class Method:
     """Plain sequential training of the backbone and the task's head: every hook does nothing extra."""
 
-    OPTIONS: dict[str, tuple[int | float, str]] = {}  # option name -> (default, help), shown as --name-with-dashes
+    OPTIONS: dict[str, Option] = {}
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, **options: int | float) -> None:
+        unknown = set(options) - set(self.OPTIONS)
+        if unknown:
+            raise RunError(f"{type(self).__name__} has no option {', '.join(sorted(unknown))}")
         self.ctx = ctx
+        self.values = {name: options.get(name, option.default) for name, option in self.OPTIONS.items()}
 
     def option(self, name: str) -> int | float:
-        return getattr(self.ctx.args, name)
+        return self.values[name]
 
     def options(self) -> dict[str, int | float]:
         """This method's hyper-parameters, recorded in (and required to match) every file the run saves."""
-        return {name: self.option(name) for name in self.OPTIONS}
+        return dict(self.values)
 
-    def before_task(self, learner: Learner, data: TaskData) -> None:
+    def before_task(self, model: MultiHeadModel, data: TaskData) -> None:
         """Called with the backbone as the previous task left it, before the task's first epoch (and again
         when a killed task resumes, so anything recorded here is recorded from the same weights)."""
 
-    def batch_loss(self, learner: Learner, data: TaskData, images: torch.Tensor, labels: torch.Tensor,
+    def batch_loss(self, model: MultiHeadModel, data: TaskData, images: torch.Tensor, labels: torch.Tensor,
                    index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, the current head's logits) for a batch of the task's training images at ``index``."""
-        with self.ctx.autocast():
-            logits = learner.model(self.ctx.model_input(images))
+        runtime = self.ctx.runtime
+        with runtime.autocast():
+            logits = model(runtime.model_input(images))
         return F.cross_entropy(logits.float(), labels), logits
 
-    def after_task(self, learner: Learner, data: TaskData) -> None:
+    def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
         """Called with the task's best-epoch backbone and head, before the task is evaluated and saved."""
 
     def state_dict(self) -> dict:
@@ -44,16 +74,3 @@ class Method:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore ``state_dict()`` (a resumed run)."""
-
-
-def non_negative(kind: type):
-    """An argparse type for a method option: a number of ``kind``, zero or more."""
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value >= 0 or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
-        return value
-    return parse

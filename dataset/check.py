@@ -3,15 +3,16 @@
 It finds in minutes what would otherwise stop a run hours in: a missing or corrupt image, a database
 that samples differently from the stat file, a task that cannot be sampled at all.
 """
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from dataset.preprocess import Failure, describe_failures, unreadable_images
-from dataset.sources import DataSource, manifest_path, write_manifest
-from dataset.task import DatasetError, TaskInfo, TaskSample
+from dataset.sources import DataSource, write_manifest
+from common.errors import DatasetError
+from dataset.task import TaskInfo, TaskSample
 
 TABLE_COLUMNS = ("order", "id", "name", "classes", "train", "val", "status")
 
@@ -26,12 +27,14 @@ class TaskCheck:
     notes: list[str] = field(default_factory=list)  # the same problems, short, for the table
 
 
-def check_tasks(source: DataSource, tasks: Sequence[TaskInfo], result_dir: Path, workers: int) -> list[str]:
-    """Sample each task, compare with its stat counts, write its manifest, decode all images in one pass.
+def check_tasks(source: DataSource, tasks: Sequence[TaskInfo], manifest_of: Callable[[TaskInfo], Path],
+                workers: int) -> list[str]:
+    """Sample each task, compare with its stat counts, write its manifest (where ``manifest_of`` says), decode
+    all images in one pass.
 
     Prints one table row per task and returns every mismatch (an empty list means all is well).
     """
-    checks = [_sample_task(source, task, Path(result_dir))
+    checks = [_sample_task(source, task, manifest_of(task))
               for task in tqdm(tasks, desc="check: sampling", unit="task")]
     sampled = [check for check in checks if check.sample is not None]
     paths = list(dict.fromkeys(path for check in sampled for path in check.sample.paths))
@@ -42,7 +45,7 @@ def check_tasks(source: DataSource, tasks: Sequence[TaskInfo], result_dir: Path,
     return [problem for check in checks for problem in check.problems]
 
 
-def _sample_task(source: DataSource, task: TaskInfo, result_dir: Path) -> TaskCheck:
+def _sample_task(source: DataSource, task: TaskInfo, manifest: Path) -> TaskCheck:
     """Rebuild the sample, compare its counts with the stat file's, and write its manifest."""
     check = TaskCheck(task)
     try:
@@ -51,7 +54,7 @@ def _sample_task(source: DataSource, task: TaskInfo, result_dir: Path) -> TaskCh
         check.problems.append(f"{task.name}: {error}")
         check.notes.append("cannot sample")
         return check
-    write_manifest(check.sample, manifest_path(result_dir, task))
+    write_manifest(check.sample, manifest)
     for what, found, expected in _counts(check.sample):
         if expected is not None and found != expected:
             check.problems.append(f"{task.name}: {found} {what}, the stat file says {expected}")

@@ -10,7 +10,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import TypeVar
 
-from dataset.task import DatasetError, Item, TaskInfo, TaskSample, warn
+from common.errors import DatasetError, warn
+from dataset.task import Item, TaskInfo, TaskSample
 
 DATABASE = Path("rolling_releases") / "database_2.sqlite"
 IMAGES = "original_images"

@@ -5,7 +5,8 @@ Labels come from the sorted class folder names of ``train/``; every image is use
 import os
 from pathlib import Path
 
-from dataset.task import DatasetError, Item, TaskInfo, TaskSample
+from common.errors import DatasetError
+from dataset.task import Item, TaskInfo, TaskSample
 
 TRAIN, VAL = "train", "val"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif"})

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataset.atomic import atomic_path
+from common.files import atomic_path
 from dataset.images import open_rgb, resize_square
 from dataset.sources import manifest_text
-from dataset.task import DatasetError, Item, TaskSample, warn
+from common.errors import DatasetError, warn
+from dataset.task import Item, TaskSample
 
 CACHE_FORMAT = 1  # bump when the cached layout or the decode changes, so old entries are never reused
 MAX_CHUNK = 64  # images per job sent to a worker: big enough to amortise messaging, small enough to balance

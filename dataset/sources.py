@@ -12,10 +12,11 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from dataset.atomic import atomic_write_text
+from common.files import atomic_write_text
 from dataset.dct import DATABASE, IMAGES, DctSource, is_dct_root
 from dataset.folders import LAYOUT, FolderSource, discover_tasks, task_folder_names
-from dataset.task import DatasetError, TaskInfo, TaskSample
+from common.errors import DatasetError
+from dataset.task import TaskInfo, TaskSample
 
 DEFAULT_STAT = Path(__file__).resolve().parent.parent / "stat.csv"
 STAT_COLUMNS = ("oldid", "newid", "name", "class_num", "train_num", "test_num")
@@ -116,11 +117,6 @@ def manifest_text(sample: TaskSample) -> str:
     for split, items in (("train", sample.train), ("val", sample.val)):
         writer.writerows((split, path, label) for path, label in items)
     return buffer.getvalue()
-
-
-def manifest_path(result_dir: str | os.PathLike, task: TaskInfo) -> Path:
-    """Where a run or --check keeps a task's manifest: <result>/<task name>/manifest.csv."""
-    return Path(result_dir) / task.name / "manifest.csv"
 
 
 def write_manifest(sample: TaskSample, path: str | os.PathLike) -> None:

@@ -25,7 +25,7 @@ from typing import NoReturn
 import numpy as np
 from PIL import Image
 
-from dataset.task import DatasetError
+from common.errors import DatasetError
 
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_FOLDERS = {TRAIN: "train", VAL: "val", TEST: "test"}

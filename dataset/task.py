@@ -1,17 +1,5 @@
-"""The types every part of the data pipeline shares: a task, its sample, and how data problems are reported."""
-import sys
+"""The types every part of the data pipeline shares: a task and its sample."""
 from dataclasses import dataclass
-
-from tqdm import tqdm
-
-
-class DatasetError(Exception):
-    """A problem with the user's data or options; main.py prints it as one line, without a traceback."""
-
-
-def warn(message: str) -> None:
-    """A problem the run can carry on past: one line on stderr that does not break progress bars."""
-    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 Item = tuple[str, int]

@@ -4,15 +4,13 @@ Over every finished task's validation images, the task mapper picks a task for e
 for the mapper when it picks the image's own task, and end to end when, in addition, that task's model
 predicts the image's class. Written to ``result/task_agnostic_<method>.csv``.
 """
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataset.atomic import atomic_write_text
+from common.files import write_csv
 from dataset.task import TaskSample
 from inference.mapper import backbone_features, choose_tasks, task_anchor
-from inference.trained import batch_outputs, task_model, usable_weights
+from inference.trained import batch_outputs, task_model, usable_record
 from training.context import Context
 
 COLUMNS = ("task_id", "task_name", "val_images", "mapper_correct", "end_to_end_correct")
@@ -36,32 +34,25 @@ class TaskAgnostic:
                 f"(task given: {self.task_given_correct / images:.2%}) -> {self.path}")
 
 
-def task_agnostic_path(ctx: Context) -> Path:
-    return ctx.args.result / f"task_agnostic_{ctx.args.method}.csv"
-
-
 def write_task_agnostic(ctx: Context, samples: list[TaskSample]) -> TaskAgnostic | None:
     """Evaluate every finished task among ``samples`` (trained with this command's settings, on these images)
     without its task label and write the CSV; None (and no file) when there is none. Tasks without a task anchor
     get one here."""
-    finished = [(sample, saved) for sample in samples if (saved := usable_weights(ctx, sample)) is not None]
+    finished = [(sample, record) for sample in samples
+                if (record := usable_record(ctx, sample.task, ctx.task_config(sample))) is not None]
     if not finished:
         return None
-    anchors = [task_anchor(ctx, sample.task, saved["config"]) for sample, saved in finished]
+    anchors = [task_anchor(ctx, sample.task, record.config) for sample, record in finished]
     rows = []
-    for index, (sample, saved) in enumerate(finished):
+    for index, (sample, record) in enumerate(finished):
         tensors, name = ctx.tensors(sample), sample.task.name
         chosen, _ = choose_tasks(backbone_features(ctx, tensors.val_images, f"{name}: task mapper"), anchors)
         # the whole split in its own batches, as evaluation ran it, so the task-given counts are the recorded ones
-        predicted = batch_outputs(task_model(ctx, saved), tensors.val_images, ctx, name).argmax(1)
+        predicted = batch_outputs(task_model(ctx, record), tensors.val_images, ctx, name).argmax(1)
         mapped = chosen == index
         rows.append({"task_id": sample.task.task_id, "task_name": name, "val_images": len(tensors.val_labels),
                      "mapper_correct": int(mapped.sum()),
                      "end_to_end_correct": int((mapped & (predicted == tensors.val_labels)).sum())})
-    text = io.StringIO()
-    writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    path = task_agnostic_path(ctx)
-    atomic_write_text(path, text.getvalue())
-    return TaskAgnostic(path, rows, sum(saved["best_correct"] for _, saved in finished))
+    path = ctx.layout.task_agnostic_csv(ctx.method)
+    write_csv(path, COLUMNS, rows)
+    return TaskAgnostic(path, rows, sum(record.best_correct for _, record in finished))

@@ -15,14 +15,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dataset.atomic import atomic_path
-from dataset.task import TaskInfo, warn
+from common.errors import RunError, warn
+from common.files import atomic_path
+from dataset.task import TaskInfo
 from inference.trained import batch_outputs
-from training.checkpoints import run_config
-from training.context import Context, RunError
+from training.context import Context
+from training.record import PURPOSES, differing_settings, manifest_sha256
 
 ANCHOR_FORMAT = 1
-FITTED_ON = ("arch", "backbone", "image_size", "manifest_sha256")  # what a stored anchor must match
+FITTED_ON = PURPOSES["anchor"]  # what a stored anchor must match
 SHRINK = 0.1  # each feature's variance moves this far towards the task's mean variance: no feature dominates
 FLOAT16_MAX = torch.finfo(torch.float16).max
 
@@ -72,21 +73,20 @@ def choose_tasks(features: torch.Tensor, anchors: list[Anchor]) -> tuple[torch.T
     return top.indices[:, 0], margin
 
 
-def anchor_path(weight_folder: Path, task: TaskInfo) -> Path:
-    """Beside the weights, in a folder of its own: one anchor per task, whatever the method."""
-    return weight_folder / "anchors" / f"{task.name}.pt"
-
-
 def task_anchor(ctx: Context, task: TaskInfo, config: dict) -> Anchor:
     """The task's anchor for the backbone, image size and data its weights ``config`` records: read from its
     file, or fitted on the task's training images and saved when missing or made with other settings."""
-    path = anchor_path(ctx.args.weight, task)
+    path = ctx.layout.anchor(task.name)
     expected = {key: config[key] for key in FITTED_ON}
     stored = _read_anchor(path, expected) if path.exists() else None
     if stored is not None:
         return stored
-    sample = ctx.source.sample(task)
-    if run_config(ctx, sample)["manifest_sha256"] != config["manifest_sha256"]:
+    if ctx.source is None:
+        raise RunError(f"task {task.name} has no usable task-mapper anchor in {path.parent}: pass --data with the "
+                       "data it was trained on, so that the anchor can be fitted")
+    listed = [listed for listed in ctx.source.tasks if listed.task_id == task.task_id]
+    sample = ctx.source.sample(listed[0]) if listed else None
+    if sample is None or manifest_sha256(sample) != config["manifest_sha256"]:
         raise RunError(f"the data of task {task.name} differs from what its weights were trained on, "
                        "so its task anchor cannot be fitted")
     tensors = ctx.tensors(sample)
@@ -103,7 +103,7 @@ def _read_anchor(path: Path, expected: dict) -> Anchor | None:
     except Exception as error:  # torch raises many types for a damaged file
         warn(f"task anchor {path} is unreadable ({type(error).__name__}); fitting it again")
         return None
-    differing = [key for key, value in expected.items() if stored.get(key) != value]
+    differing = differing_settings(stored, expected, "anchor")
     if stored.get("format") != ANCHOR_FORMAT or differing:
         warn(f"task anchor {path} was fitted with other settings ({', '.join(differing) or 'format'}); "
              "fitting it again")

@@ -1,21 +1,21 @@
 """--predict: classify new images with a trained task, given by name or id, or found by the task mapper."""
 import argparse
-import csv
-import io
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from dataset.atomic import atomic_write_text
+from common.errors import RunError
+from common.files import csv_text, write_csv
 from dataset.folders import IMAGE_EXTENSIONS, images_below
 from dataset.preprocess import decode_images
-from dataset.sources import DataSource, select_tasks
-from dataset.task import TaskInfo
+from dataset.sources import DataSource
 from inference.mapper import backbone_features, choose_tasks, task_anchor
-from inference.trained import batch_outputs, load_trained, task_model
-from network import backbone_id, load_backbone
-from training.context import Context, RunError
+from inference.trained import Trained, batch_outputs, load_trained, require_given_settings, task_model
+from network import backbone_id, load_backbone, weights_of
+from training.context import Context
+from training.settings import Layout, Recipe, runtime_for
 
 AUTO = "auto"
 COLUMNS = ("path", "task", "label", "class", "confidence")
@@ -35,62 +35,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="with --predict: write the CSV here (default: print it)")
 
 
-def predicting(args: argparse.Namespace) -> bool:
-    """Whether this run predicts; --task or --output without --predict is a mistake, not something to ignore."""
-    if args.predict is None:
-        if args.task is not None or args.output is not None:
-            raise RunError("--task and --output go with --predict PATH [PATH ...]")
-        return False
-    if args.task is None:
-        raise RunError("--predict needs --task NAME_OR_ID (the images' task) or --task auto")
-    return True
+@dataclass(frozen=True)
+class Request:
+    """What --predict was asked."""
+
+    paths: list[Path]  # image files and folders
+    task: str  # a task's name or id, or auto
+    output: Path | None  # None: print the CSV
+    choices: list[str] | None  # --tasks: the tasks auto may choose from (None: every trained task)
+    method: str | None  # None: the one isolated method the weight folder holds (CLR first)
+    arch: str | None  # None: what the tasks were trained with
+    weights: str | None
+    image_size: int | None
 
 
-def predict(args: argparse.Namespace, device: torch.device, source: DataSource, tasks: list[TaskInfo]) -> int:
-    """Classify the images of --predict and write the CSV; every problem is found before anything is written."""
-    files = image_files(args.predict)
-    check_output(args.output)
-    ctx = Context(args, device, source, load_backbone(args.arch, args.weights).to(device), backbone_id(args.weights))
-    candidates = candidate_tasks(ctx, tasks)
-    trained = [load_trained(ctx, task) for task in candidates]
-    images = torch.from_numpy(decode_images(Path(""), [str(path) for path in files], args.image_size, args.workers,
+def predict(request: Request, layout: Layout, device: torch.device, precision: str, eval_batch_size: int | None,
+            source: DataSource | None, cache_dir: Path | None, workers: int) -> int:
+    """Classify the images and write the CSV; every problem is found before anything is written. The tasks and
+    their settings come from their records in the weight folder; ``source`` (--data) is needed only to fit a
+    missing task-mapper anchor."""
+    files = image_files(request.paths)
+    check_output(request.output)
+    auto = request.task == AUTO
+    trained = load_trained(layout, request.method, request.choices if auto else [request.task])
+    given_backbone = None if request.weights is None else backbone_id(request.weights)
+    require_given_settings(trained, {"arch": request.arch, "backbone": given_backbone,
+                                     "image_size": request.image_size})
+    settings = trained.settings
+    weights = request.weights or weights_of(settings["backbone"])
+    backbone = load_backbone(settings["arch"], weights).to(device)
+    ctx = Context(method=trained.method, arch=settings["arch"], backbone=backbone, backbone_id=settings["backbone"],
+                  image_size=settings["image_size"], source=source, recipe=Recipe(),
+                  runtime=runtime_for(device, precision, eval_batch_size), layout=layout, cache_dir=cache_dir,
+                  workers=workers)
+    images = torch.from_numpy(decode_images(Path(""), [str(path) for path in files], ctx.image_size, workers,
                                             desc="decoding images"))
-    if args.task == AUTO:
-        anchors = [task_anchor(ctx, task, saved["config"]) for task, saved in zip(candidates, trained)]
+    if auto:
+        anchors = [task_anchor(ctx, task, record.config) for task, record in zip(trained.tasks, trained.records)]
         chosen, margins = choose_tasks(backbone_features(ctx, images, "task mapper"), anchors)
     else:
         chosen, margins = torch.zeros(len(files), dtype=torch.int64), None
-    rows = [[path, *answer] for path, answer in zip(files, classify(ctx, candidates, trained, images, chosen))]
+    rows = [[path, *answer] for path, answer in zip(files, classify(ctx, trained, images, chosen))]
     if margins is not None:
         rows = [row + [f"{margin:.6g}"] for row, margin in zip(rows, margins.tolist())]
-    write_csv(args.output, AUTO_COLUMNS if margins is not None else COLUMNS, rows)
+    write_predictions(request.output, AUTO_COLUMNS if margins is not None else COLUMNS, rows)
     return 0
 
 
-def candidate_tasks(ctx: Context, tasks: list[TaskInfo]) -> list[TaskInfo]:
-    """The --task given, or for auto every selected task with weights for this method."""
-    if ctx.args.task != AUTO:
-        return select_tasks(ctx.source.tasks, [ctx.args.task])
-    candidates = [task for task in tasks if ctx.weight_path(task).exists()]
-    if not candidates:
-        raise RunError(f"no task has weights for --method {ctx.args.method} in {ctx.args.weight}: "
-                       "nothing to choose from")
-    return candidates
-
-
-def classify(ctx: Context, candidates: list[TaskInfo], trained: list[dict], images: torch.Tensor,
-             chosen: torch.Tensor) -> list[list]:
-    """(task, label, class, confidence) for each image, from the model of its chosen candidate; each task's
-    model is built once, for all of its images."""
+def classify(ctx: Context, trained: Trained, images: torch.Tensor, chosen: torch.Tensor) -> list[list]:
+    """(task, label, class, confidence) for each image, from the model of its chosen task; each task's model is
+    built once, for all of its images."""
     answers: list[list] = [[] for _ in range(len(images))]
-    for index, (task, saved) in enumerate(zip(candidates, trained)):
+    for index, (task, record) in enumerate(zip(trained.tasks, trained.records)):
         members = (chosen == index).nonzero().flatten()
         if not len(members):
             continue
-        logits = batch_outputs(task_model(ctx, saved), images[members], ctx, task.name)
+        logits = batch_outputs(task_model(ctx, record), images[members], ctx, task.name)
         labels = logits.argmax(1)  # from the logits, as evaluation counts them
         confidences = logits.softmax(1).gather(1, labels.unsqueeze(1)).flatten()
-        classes = {label: key for key, label in saved["label_map"].items()}
+        classes = {label: key for key, label in record.label_map.items()}
         for member, label, confidence in zip(members.tolist(), labels.tolist(), confidences.tolist()):
             answers[member] = [task.name, label, classes[label], f"{confidence:.6f}"]
     return answers
@@ -119,14 +122,10 @@ def check_output(path: Path | None) -> None:
                                                             else f"no folder {path.parent}"))
 
 
-def write_csv(path: Path | None, columns: tuple[str, ...], rows: list[list]) -> None:
+def write_predictions(path: Path | None, columns: tuple[str, ...], rows: list[list]) -> None:
     """The predictions, written atomically to ``path`` or printed."""
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows(rows)
     if path is None:
-        sys.stdout.write(text.getvalue())
+        sys.stdout.write(csv_text(columns, rows))
     else:
-        atomic_write_text(path, text.getvalue())
+        write_csv(path, columns, rows)
         print(f"{len(rows)} predictions written to {path}", file=sys.stderr)

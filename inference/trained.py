@@ -1,56 +1,105 @@
-"""A trained task ready to use: its weights file checked against the current settings, its model, its outputs."""
+"""Trained tasks ready to use: the records a weight folder holds, the settings they agree on, a task's model and
+its outputs, computed exactly as evaluation computed them."""
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 from tqdm import tqdm
 
+from common.errors import RunError
 from dataset.loader import DeviceBatches
-from dataset.task import TaskInfo, TaskSample
-from network import load_task_state
+from dataset.sources import select_tasks
+from dataset.task import TaskInfo
+from network import METHODS, load_task_state
 from network.clr import TaskModel
-from training.checkpoints import load_checkpoint, run_config
-from training.context import Context, RunError
+from training.context import Context
 from training.loop import build_task_model
-
-# the settings that change what a saved task computes, and the option that sets each
-SETTING_OPTIONS = {"method": "--method", "arch": "--arch", "backbone": "--weights", "image_size": "--image-size"}
-
-
-def differing_settings(ctx: Context, config: dict) -> list[str]:
-    """The settings a saved task was trained with that this command sets otherwise, as "--option saved (now x)"."""
-    current = {"method": ctx.args.method, "arch": ctx.args.arch, "backbone": ctx.backbone_id,
-               "image_size": ctx.args.image_size}
-    return [f"{option} {config.get(key)} (now {current[key]})"
-            for key, option in SETTING_OPTIONS.items() if config.get(key) != current[key]]
+from training.record import PURPOSES, TaskRecord, differing_settings
+from training.settings import Layout
 
 
-def load_trained(ctx: Context, task: TaskInfo) -> dict:
-    """The task's weights file for this method, refused when it was trained with other settings."""
+@dataclass(frozen=True)
+class Trained:
+    """Finished tasks of one isolated method in a weight folder, in run order, and the settings they share."""
+
+    method: str
+    tasks: list[TaskInfo]
+    records: list[TaskRecord]
+
+    @property
+    def settings(self) -> dict:
+        """The arch, backbone and image size every task was trained with (what its model computes on)."""
+        return {key: self.records[0].config[key] for key in PURPOSES["predict"]}
+
+
+def record_paths(layout: Layout, method: str) -> dict[str, Path]:
+    """Task name -> weights file of every task ``method`` finished in the weight folder."""
+    suffix = layout.weights("", method).name  # "_<method>.pt"
+    return {path.name.removesuffix(suffix): path for path in sorted(layout.weight.glob(f"*{suffix}"))
+            if path.name != suffix}
+
+
+def trained_method(layout: Layout, method: str | None) -> str:
+    """The method given, or the one isolated method with finished tasks in the weight folder (CLR first)."""
+    if method is not None:
+        if method not in METHODS:
+            raise RunError(f"--method {method} learns on one shared backbone that later tasks changed, so its "
+                           "tasks cannot be used one by one: --predict takes an isolated method's tasks")
+        return method
+    found = [name for name in METHODS if record_paths(layout, name)]
+    if not found:
+        raise RunError(f"no trained tasks in {layout.weight}: train them first, or pass the --weight folder "
+                       "they were trained into")
+    if found[0] == METHODS[0] or len(found) == 1:
+        return found[0]
+    raise RunError(f"{layout.weight} holds tasks of several methods ({', '.join(found)}): pass --method")
+
+
+def load_trained(layout: Layout, method: str | None, wanted: list[str] | None) -> Trained:
+    """The finished tasks named in ``wanted`` (by name or id; None: all), read from their records, which must
+    share the settings their models compute with."""
+    method = trained_method(layout, method)
+    records = [TaskRecord.load(path) for path in record_paths(layout, method).values()]
+    if not records:
+        raise RunError(f"no task has weights for --method {method} in {layout.weight} (train it first, or pass the "
+                       "--weight folder and --method it was trained with)")
+    tasks = [TaskInfo(order=index, task_id=record.task_id, name=record.task_name)
+             for index, record in enumerate(sorted(records, key=lambda r: r.task_id))]
+    by_id = {record.task_id: record for record in records}
+    chosen = select_tasks(tasks, wanted)
+    trained = Trained(method, chosen, [by_id[task.task_id] for task in chosen])
+    for task, record in zip(trained.tasks, trained.records):
+        differing = differing_settings(record.config, trained.settings, "predict")
+        if differing:
+            raise RunError(f"task {task.name} was trained with {', '.join(differing)} of task "
+                           f"{trained.tasks[0].name}: predict with tasks trained alike")
+    return trained
+
+
+def require_given_settings(trained: Trained, given: dict) -> None:
+    """Options given on the command line (None: not given) must agree with what the tasks were trained with."""
+    current = trained.settings | {key: value for key, value in given.items() if value is not None}
+    differing = differing_settings(trained.settings, current, "predict")
+    if differing:
+        raise RunError(f"task {trained.tasks[0].name} was trained with {', '.join(differing)}: leave the option "
+                       "out, or pass the value it was trained with")
+
+
+def task_model(ctx: Context, record: TaskRecord) -> TaskModel:
+    """The task's model: a fresh copy of the backbone with the recorded task state loaded."""
+    model = build_task_model(ctx.backbone, record.config["method"], record.num_classes, ctx.runtime)
+    load_task_state(model, record.state)
+    return model
+
+
+def usable_record(ctx: Context, task: TaskInfo, current: dict) -> TaskRecord | None:
+    """The task's record if it was trained with this command's settings on the same images, else None. The recipe
+    (epochs, lr, ...) may differ: it changed how the state was learnt, not what it computes."""
     path = ctx.weight_path(task)
     if not path.exists():
-        raise RunError(f"task {task.name} has no weights for --method {ctx.args.method} in {ctx.args.weight} "
-                       "(train it first, or pass the --weight folder and --method it was trained with)")
-    saved = load_checkpoint(path)
-    differing = differing_settings(ctx, saved["config"])
-    if differing:
-        raise RunError(f"{path} was trained with {', '.join(differing)}: pass the same setting to use it")
-    return saved
-
-
-def usable_weights(ctx: Context, sample: TaskSample) -> dict | None:
-    """The task's weights file if it was trained with this command's settings on the same images, else None.
-    The recipe (epochs, lr, ...) may differ: it changed how the state was learnt, not what it computes."""
-    path = ctx.weight_path(sample.task)
-    if not path.exists():
         return None
-    saved = load_checkpoint(path)
-    same_data = saved["config"].get("manifest_sha256") == run_config(ctx, sample)["manifest_sha256"]
-    return saved if same_data and not differing_settings(ctx, saved["config"]) else None
-
-
-def task_model(ctx: Context, saved: dict) -> TaskModel:
-    """The task's model: a fresh copy of the backbone with the saved task state loaded."""
-    model = build_task_model(ctx, saved["config"]["num_classes"])
-    load_task_state(model, saved["state"])
-    return model
+    record = TaskRecord.load(path)
+    return None if differing_settings(record.config, current, "agnostic") else record
 
 
 @torch.inference_mode()
@@ -58,12 +107,13 @@ def batch_outputs(model: torch.nn.Module, images: torch.Tensor, ctx: Context, de
     """``model`` applied to uint8 images exactly as training's ``evaluate`` serves them (the same batches,
     on-device normalisation, eval mode and deterministic cuDNN), so a task's validation images give the
     logits its recorded accuracy came from. Float32 on the CPU, one row per image."""
+    runtime = ctx.runtime
     model.eval()
-    batches = DeviceBatches(images, torch.zeros(len(images), dtype=torch.int64), ctx.eval_batch_size, ctx.device,
-                            shuffle=False)
+    batches = DeviceBatches(images, torch.zeros(len(images), dtype=torch.int64), runtime.eval_batch_size,
+                            runtime.device, shuffle=False)
     outputs = []
     with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
         for batch, _ in tqdm(batches, desc=desc, leave=False, unit="batch"):
-            with ctx.autocast():
-                outputs.append(model(ctx.model_input(batch)).float().cpu())
+            with runtime.autocast():
+                outputs.append(model(runtime.model_input(batch)).float().cpu())
     return torch.cat(outputs)

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from torchvision import models
 
-from network.errors import NetworkError, describe_key_difference
+from common.errors import NetworkError
+from network.errors import describe_key_difference
 
 ARCHS = ("resnet50", "resnet18")  # the first is the default
 DEFAULT_WEIGHTS = "imagenet"
@@ -46,6 +47,16 @@ def backbone_id(weights: str) -> str:
         return f"none:seed{_RANDOM_SEED}"
     path = _existing_file(weights)
     return f"file:{path.name}:{_sha256(path)[:16]}"
+
+
+def weights_of(backbone: str) -> str:
+    """The ``--weights`` value that gives a recorded backbone id back: imagenet or none; a file's id names the
+    file, which only its path can give back."""
+    for weights in ("imagenet", "none"):
+        if backbone == backbone_id(weights):
+            return weights
+    raise NetworkError(f"the tasks were trained on the backbone {backbone}: pass --weights with the path of that "
+                       "file")
 
 
 def arch_of(backbone: torch.nn.Module) -> str:

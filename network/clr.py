@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from network.backbone import ARCHS, DEFAULT_WEIGHTS, arch_of
-from network.errors import NetworkError
+from common.errors import NetworkError
 
 
 class TaskConv(nn.Conv2d):
@@ -119,6 +119,13 @@ _METHODS: dict[str, _Method] = {
 METHODS = tuple(_METHODS)  # the first is the default
 
 
+def resnet_features(resnet: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The pooled features a ResNet's head sees (torchvision's ResNet forward, minus ``fc``)."""
+    x = resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x))))
+    x = resnet.layer4(resnet.layer3(resnet.layer2(resnet.layer1(x))))
+    return torch.flatten(resnet.avgpool(x), 1)
+
+
 class TaskModel(nn.Module):
     """One task's model: the backbone's layers (reprogrammed per method) and the task's own head.
 
@@ -137,10 +144,7 @@ class TaskModel(nn.Module):
             self.add_module(name, child)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The pooled features the head sees (torchvision's ResNet forward, minus ``fc``)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
+        return resnet_features(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))

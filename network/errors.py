@@ -1,11 +1,7 @@
-"""The network package's error type and the wording its messages share."""
+"""The wording the network package's error messages share."""
 from collections.abc import Sequence
 
 _SHOWN_KEYS = 3
-
-
-class NetworkError(Exception):
-    """A problem with the user's model options, weights or task state; main.py prints it as one line."""
 
 
 def describe_key_difference(missing: Sequence[str], unexpected: Sequence[str]) -> str:

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from network.clr import TaskModel
-from network.errors import NetworkError, describe_key_difference
+from common.errors import NetworkError
+from network.errors import describe_key_difference
 
 _HEAD_WEIGHT = "fc.weight"
 
@@ -35,7 +36,7 @@ def load_task_state(model: TaskModel, state: dict[str, torch.Tensor]) -> None:
                            + describe_key_difference(missing, unexpected))
     if any(not isinstance(tensor, torch.Tensor) for tensor in state.values()):
         raise NetworkError("task state is not a mapping of names to tensors")
-    saved_classes = state[_HEAD_WEIGHT].shape[0]
+    saved_classes = state[_HEAD_WEIGHT].shape[0] if _HEAD_WEIGHT in state else model.num_classes
     if saved_classes != model.num_classes:
         raise NetworkError(f"task state has {saved_classes} classes, the model {model.num_classes}")
     for name, target in targets.items():

@@ -2,15 +2,20 @@
 import argparse
 from pathlib import Path
 
-from dataset.atomic import atomic_write_text
+from common.errors import RunError
+from common.files import atomic_write_text
 from dataset.task import TaskInfo
+from dataset.sources import open_data, select_tasks
+from inference.agnostic import write_task_agnostic
 from report import figures
-from report.inputs import MethodResults, read_method, report_tasks
-from report.methods import RESULT_HEADER, find_methods, method_label
+from report.inputs import MethodResults, read_method, tasks_from_results
+from report.methods import find_methods, method_label
 from report.tables import (accuracy_frame, common_tasks, matrix_markdown, params_frame, per_task_markdown,
                            summary_frame, summary_markdown, task_agnostic_markdown, task_frame, wide_csv)
 from report.verify import Verification, describe, verify_method
-from training.context import Context, RunError, prepare_output_folder
+from training.context import Context
+from training.results import CSV_HEADER
+from training.settings import Layout, prepare_output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,20 +26,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "needs no device, no backbone and, with --report, no --data")
 
 
-def require_results(result: Path) -> None:
+def require_results(layout: Layout) -> None:
     """--report on a folder without results stops at once, before any data or device is touched."""
-    if not find_methods(result):
-        raise RunError(f"no results to report in {result}: no <method>.csv with the header "
-                       f"{','.join(RESULT_HEADER)}")
+    if not find_methods(layout):
+        raise RunError(f"no results to report in {layout.result}: no <method>.csv with the header "
+                       f"{','.join(CSV_HEADER)}")
 
 
-def tasks_on_disk(args: argparse.Namespace) -> list[TaskInfo]:
-    """The tasks --report --no-verify covers, without opening the data when no --data is given."""
-    return report_tasks(args, find_methods(args.result))
+def tasks_on_disk(layout: Layout, data: Path | None, stat: Path | None, wanted: list[str] | None) -> list[TaskInfo]:
+    """The tasks --report --no-verify covers: the data's, or without --data those in the results, in the stat
+    file's order."""
+    if data is not None:
+        return select_tasks(open_data(data, stat).tasks, wanted)
+    return tasks_from_results(layout, find_methods(layout), stat, wanted)
 
 
 def settings_line(results: MethodResults, check: Verification) -> str:
-    configs = sorted({describe(record["config"]) for record in results.records.values()})
+    configs = sorted({describe(record.config) for record in results.records.values()})
     kind = ["shared backbone"] if results.shared_backbone else ["isolated per-task state"] if configs else []
     return f"- **{method_label(results.name)}** ({'; '.join(kind + (configs or ['no weights files']))}): " \
            + check.summary()
@@ -75,27 +83,38 @@ def draw_figures(tables: dict, results: list[MethodResults], folder: Path) -> li
     return paths
 
 
-def write_report(args: argparse.Namespace, tasks: list[TaskInfo], ctx: Context | None = None) -> str:
-    """Tables and figures for every method with results in --result over ``tasks`` (in run order). With a
-    ``ctx`` (and no --no-verify), each isolated method's saved tasks that match its backbone, image size and
+def write_report(layout: Layout, tasks: list[TaskInfo], ctx: Context | None = None) -> str:
+    """Tables and figures for every method with results in the result folder over ``tasks`` (in run order). With
+    a ``ctx`` (None: --no-verify), each isolated method's saved tasks that match its backbone, image size and
     data are re-evaluated first; a mismatch is an error, raised after everything is written."""
-    results = [read_method(args.result, args.weight, method, tasks) for method in find_methods(args.result)]
+    results = [read_method(layout, method, tasks) for method in find_methods(layout)]
     results = [r for r in results if r.accuracy.size]
     if not results:
-        raise RunError(f"no results for the selected task(s) in {args.result}")
+        raise RunError(f"no results for the selected task(s) in {layout.result}")
     samples = {}
-    checks = {r.name: verify_method(None if args.no_verify else ctx, r, tasks, samples) for r in results}
+    checks = {r.name: verify_method(ctx, r, tasks, samples) for r in results}
     frame = task_frame(tasks, results)
     accuracy, params = accuracy_frame(frame, results), params_frame(frame, results)
     tables = {"tasks": frame, "accuracy": accuracy, "params": params,
               "summary": summary_frame(accuracy, params, results, checks)}
-    figure_paths = draw_figures(tables, results, args.result / "figures")
-    text = report_text(results, checks, tables, figure_paths, args.result)
-    atomic_write_text(args.result / "results_wide.csv", wide_csv(frame, accuracy, params))
-    atomic_write_text(args.result / "report.md", text)
+    figure_paths = draw_figures(tables, results, layout.figures)
+    text = report_text(results, checks, tables, figure_paths, layout.result)
+    atomic_write_text(layout.results_wide, wide_csv(frame, accuracy, params))
+    atomic_write_text(layout.report, text)
     mismatches = [m for r in results for m in checks[r.name].mismatches]
     if mismatches:
         print(text)
         raise RunError(f"re-evaluation differs from the recorded accuracy for {len(mismatches)} task(s): "
                        + "; ".join(mismatches))
     return text
+
+
+def report_run(ctx: Context, tasks: list[TaskInfo], task_mapper: bool) -> None:
+    """The end of a run, and --report: with ``task_mapper`` (an isolated method), answer every finished task's
+    validation images without task labels; then verify every method's saved tasks and write the tables and
+    figures."""
+    finished = [ctx.source.sample(task) for task in tasks if ctx.weight_path(task).exists()]
+    agnostic = write_task_agnostic(ctx, finished) if task_mapper else None
+    print(write_report(ctx.layout, tasks, ctx))
+    if agnostic is not None:
+        print(agnostic.summary())

@@ -12,7 +12,7 @@ import matplotlib.ticker as ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from dataset.atomic import atomic_path  # noqa: E402
+from common.files import atomic_path  # noqa: E402
 from report.inputs import MethodResults  # noqa: E402
 from report.methods import display_name  # noqa: E402
 
@@ -90,7 +90,7 @@ def training_curves(tasks: pd.DataFrame, results: list[MethodResults], folder: P
         axes.set_visible(False)
     for axes, task_id in zip(grid.flat, shown):
         for k, r in enumerate(results):
-            history = r.records.get(task_id, {}).get("history", [])
+            history = r.records[task_id].history if task_id in r.records else []
             if history:
                 axes.plot([e["epoch"] for e in history], [100 * e["val_acc"] for e in history], linewidth=1.2,
                           marker=MARKERS[k % len(MARKERS)], markersize=2.5, color=f"C{k}", label=display_name(r.name))

@@ -4,12 +4,10 @@ from pathlib import Path
 
 import continual
 from network import METHODS
+from training.results import CSV_HEADER
+from training.settings import Layout
 
 PAPER_NAMES = {"Ghost_reduced_v1": "CLR", "Ghost": "CLR-Full"}
-RESULT_HEADER = ["task_id", "task_name", "best_acc"]
-NOT_METHOD_CSVS = ("results_wide.csv",)  # the report's own output
-NOT_METHOD_PREFIXES = ("task_agnostic_",)  # other per-method files beside <method>.csv
-NOT_METHOD_SUFFIXES = ("_matrix.csv",)
 
 
 def display_name(method: str) -> str:
@@ -28,17 +26,17 @@ def paper_order(methods: list[str]) -> list[str]:
     return sorted(methods, key=lambda m: (known.index(m), "") if m in known else (len(known), m))
 
 
-def is_result_csv(path: Path) -> bool:
+def is_result_csv(layout: Layout, path: Path) -> bool:
     """A <method>.csv: named like one and starting with the results header."""
-    name = path.name
-    if name in NOT_METHOD_CSVS or name.startswith(NOT_METHOD_PREFIXES) or name.endswith(NOT_METHOD_SUFFIXES):
+    if layout.method_of_csv(path) is None:
         return False
     with path.open(newline="") as file:
-        return next(csv.reader(file), None) == RESULT_HEADER
+        return next(csv.reader(file), None) == CSV_HEADER
 
 
-def find_methods(result: Path) -> list[str]:
-    """Every method with a results CSV in the folder, in the paper's order; no closed list of names."""
-    if not result.is_dir():
+def find_methods(layout: Layout) -> list[str]:
+    """Every method with a results CSV in the result folder, in the paper's order; no closed list of names."""
+    if not layout.result.is_dir():
         return []
-    return paper_order([path.stem for path in result.glob("*.csv") if is_result_csv(path)])
+    return paper_order([layout.method_of_csv(path) for path in layout.result.glob("*.csv")
+                        if is_result_csv(layout, path)])

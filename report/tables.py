@@ -20,11 +20,11 @@ def task_frame(tasks: list[TaskInfo], results: list[MethodResults]) -> pd.DataFr
     for task in tasks:
         if not any(task.task_id in r.accuracy.index for r in results):
             continue
-        record = next((r.records[task.task_id] for r in results if task.task_id in r.records), {})
+        record = next((r.records[task.task_id] for r in results if task.task_id in r.records), None)
         rows[task.task_id] = {"order": task.order + 1, "task_name": task.name,
-                              "classes": record.get("config", {}).get("num_classes", task.class_num),
-                              "train": record.get("train_images", task.train_num),
-                              "val": record.get("val_images", task.val_num)}
+                              "classes": record.config.get("num_classes") if record else task.class_num,
+                              "train": record.train_images if record else task.train_num,
+                              "val": record.val_images if record else task.val_num}
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=["order", "task_name", *COUNT_COLUMNS])
     return frame.rename_axis("task_id").astype({column: "Int64" for column in ["order", *COUNT_COLUMNS]})
 
@@ -36,7 +36,7 @@ def accuracy_frame(tasks: pd.DataFrame, results: list[MethodResults]) -> pd.Data
 
 def params_frame(tasks: pd.DataFrame, results: list[MethodResults]) -> pd.DataFrame:
     """Extra parameters each task adds, in % of the backbone, per task and method (from the weights files)."""
-    return pd.DataFrame({r.name: pd.Series({task_id: record.get("percent_of_backbone")
+    return pd.DataFrame({r.name: pd.Series({task_id: record.percent_of_backbone
                                             for task_id, record in r.records.items()}, dtype=float)
                          for r in results}, index=tasks.index, dtype=float)
 

@@ -8,12 +8,10 @@ from tqdm import tqdm
 from dataset.loader import DeviceBatches
 from dataset.task import TaskInfo, TaskSample
 from network import load_task_state
-from report.inputs import MethodResults, weight_path
-from training.checkpoints import load_checkpoint, run_config
+from report.inputs import MethodResults
 from training.context import Context
 from training.loop import build_task_model, evaluate
-
-SETTINGS = ("arch", "backbone", "image_size")  # what the backbone and the pixels depend on
+from training.record import PIXELS, TaskRecord, differing_settings
 
 
 @dataclass
@@ -41,27 +39,28 @@ class Verification:
         return ". ".join(parts) + "."
 
 
-def verify_task(ctx: Context, sample: TaskSample, method: str, saved: dict) -> int:
+def verify_task(ctx: Context, sample: TaskSample, method: str, record: TaskRecord) -> int:
     """Re-load a task's saved state onto a freshly built backbone and count its correct validation images."""
-    model = build_task_model(ctx, sample.num_classes, method)
-    load_task_state(model, saved["state"])
+    model = build_task_model(ctx.backbone, method, sample.num_classes, ctx.runtime)
+    load_task_state(model, record.state)
     tensors = ctx.tensors(sample)
-    batches = DeviceBatches(tensors.val_images, tensors.val_labels, ctx.eval_batch_size, ctx.device, shuffle=False)
-    return evaluate(model, batches, ctx)
+    batches = DeviceBatches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, ctx.device,
+                            shuffle=False)
+    return evaluate(model, batches, ctx.runtime)
 
 
 def describe(config: dict) -> str:
     return f"{config.get('arch')}, backbone {config.get('backbone')}, {config.get('image_size')} px"
 
 
-def skip_reason(expected: dict, saved: dict) -> str | None:
+def skip_reason(expected: dict, config: dict) -> str | None:
     """Why a saved task cannot be re-evaluated with this run's backbone and data, or None if it can."""
-    config = saved["config"]
-    if any(config.get(key) != expected[key] for key in SETTINGS):
+    differing = differing_settings(config, expected, "verify")
+    if not differing:
+        return None
+    if any(config.get(key) != expected[key] for key in PIXELS):
         return f"settings differ (trained with {describe(config)}; this report has {describe(expected)})"
-    if config.get("manifest_sha256") != expected["manifest_sha256"]:
-        return "the data differ (its images or labels are not the ones --data gives now)"
-    return None
+    return "the data differ (its images or labels are not the ones --data gives now)"
 
 
 def verify_method(ctx: Context | None, results: MethodResults, tasks: list[TaskInfo],
@@ -78,21 +77,20 @@ def verify_method(ctx: Context | None, results: MethodResults, tasks: list[TaskI
             = len(finished)
         return found
     for task in tqdm(finished, desc=f"verifying {results.name}", leave=False):
-        path = weight_path(ctx.args.weight, task.name, results.name)
         if task.task_id not in results.records:
             found.skipped["no weights file"] += 1
             continue
         if task.task_id not in samples:
             samples[task.task_id] = ctx.source.sample(task)
         sample = samples[task.task_id]
-        saved = load_checkpoint(path)
-        reason = skip_reason(run_config(ctx, sample), saved)
+        reason = skip_reason(ctx.task_config(sample), results.records[task.task_id].config)
         if reason:
             found.skipped[reason] += 1
             continue
-        correct = verify_task(ctx, sample, results.name, saved)
-        if correct == saved["best_correct"]:
+        record = TaskRecord.load(ctx.layout.weights(task.name, results.name))
+        correct = verify_task(ctx, sample, results.name, record)
+        if correct == record.best_correct:
             found.equal += 1
         else:
-            found.mismatches.append(f"{task.name}: recorded {saved['best_correct']} correct, re-evaluated {correct}")
+            found.mismatches.append(f"{task.name}: recorded {record.best_correct} correct, re-evaluated {correct}")
     return found

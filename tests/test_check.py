@@ -1,28 +1,26 @@
 """The preflight check on synthetic DCT data and on task folders: passing, and each way of failing."""
 import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from dataset.check import check_tasks
 from dataset.sources import manifest_text, open_data
-from dataset.synthetic import write_synthetic_dct
 from dataset.task import TaskInfo
 from tests.mixed_images import noise
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    """One synthetic DCT folder for the module; tests that damage it work on a copy."""
-    root = tmp_path_factory.mktemp("synthetic") / "DATA"
-    write_synthetic_dct(root, seed=0)
-    return root
+def manifests(folder: Path):
+    """Where check_tasks writes each task's manifest: <folder>/<task>/manifest.csv, as a run's result folder."""
+    return lambda task: folder / task.name / "manifest.csv"
 
 
 @pytest.fixture
-def data(pristine, tmp_path):
+def copied(data, tmp_path):
+    """The session's synthetic DCT folder, copied: these tests damage it."""
     root = tmp_path / "DATA"
-    shutil.copytree(pristine, root)
+    shutil.copytree(data, root)
     return root
 
 
@@ -30,9 +28,9 @@ def table_rows(capsys) -> list[list[str]]:
     return [line.split(None, 6) for line in capsys.readouterr().out.splitlines()]
 
 
-def test_a_sound_folder_passes_with_a_row_per_task_and_manifests(pristine, tmp_path, capsys):
-    source = open_data(pristine, pristine / "stat.csv")
-    assert check_tasks(source, source.tasks, tmp_path / "result", workers=2) == []
+def test_a_sound_folder_passes_with_a_row_per_task_and_manifests(data, tmp_path, capsys):
+    source = open_data(data, data / "stat.csv")
+    assert check_tasks(source, source.tasks, manifests(tmp_path / "result"), workers=2) == []
     assert table_rows(capsys) == [
         ["order", "id", "name", "classes", "train", "val", "status"],
         ["0", "12", "shapes", "5", "322", "46", "OK"],
@@ -45,33 +43,33 @@ def test_a_sound_folder_passes_with_a_row_per_task_and_manifests(pristine, tmp_p
         assert written == manifest_text(source.sample(task))
 
 
-def test_missing_and_corrupt_images_are_named_per_task(data, tmp_path, capsys):
-    source = open_data(data, data / "stat.csv")
+def test_missing_and_corrupt_images_are_named_per_task(copied, tmp_path, capsys):
+    source = open_data(copied, copied / "stat.csv")
     shapes, stripes, scenes = source.tasks[:3]
     missing = source.sample(shapes).val[3][0]
     corrupt = source.sample(stripes).train[10][0]
-    (data / missing).unlink()
-    (data / corrupt).write_bytes(b"\x89PNG but not really")
+    (copied / missing).unlink()
+    (copied / corrupt).write_bytes(b"\x89PNG but not really")
 
-    problems = check_tasks(source, [shapes, stripes, scenes], tmp_path / "result", workers=2)
+    problems = check_tasks(source, [shapes, stripes, scenes], manifests(tmp_path / "result"), workers=2)
 
-    assert problems[0] == f"shapes: 1 of 368 images under {data} cannot be read: {missing}: file not found"
-    assert problems[1].startswith(f"stripes: 1 of 358 images under {data} cannot be read: "
+    assert problems[0] == f"shapes: 1 of 368 images under {copied} cannot be read: {missing}: file not found"
+    assert problems[1].startswith(f"stripes: 1 of 358 images under {copied} cannot be read: "
                                   f"{corrupt}: cannot identify image file ")
     assert len(problems) == 2
     assert [row[6] for row in table_rows(capsys)[1:]] == ["1 unreadable images", "1 unreadable images", "OK"]
     assert (tmp_path / "result" / "shapes" / "manifest.csv").is_file()
 
 
-def test_counts_that_differ_from_the_stat_file_are_mismatches(pristine, tmp_path, capsys):
+def test_counts_that_differ_from_the_stat_file_are_mismatches(data, tmp_path, capsys):
     stat = tmp_path / "stat.csv"
     stat.write_text("oldid,newid,name,class_num,train_num,test_num\n"
                     "0,12,shapes,6,323,46\n"
                     "1,5,stripes,,316,\n"  # blank: not recorded, not compared
                     "2,31,blob_scenes,5,319,45\n")
-    source = open_data(pristine, stat)
+    source = open_data(data, stat)
 
-    problems = check_tasks(source, source.tasks, tmp_path / "result", workers=0)
+    problems = check_tasks(source, source.tasks, manifests(tmp_path / "result"), workers=0)
 
     assert problems == ["shapes: 5 classes, the stat file says 6", "shapes: 322 train images, the stat file says 323",
                         "blob_scenes: 44 val images, the stat file says 45"]
@@ -79,14 +77,14 @@ def test_counts_that_differ_from_the_stat_file_are_mismatches(pristine, tmp_path
         "classes 5, stat 6; train images 322, stat 323", "OK", "val images 44, stat 45"]
 
 
-def test_a_task_that_cannot_be_sampled_fails_alone(pristine, tmp_path, capsys):
-    source = open_data(pristine, pristine / "stat.csv")
+def test_a_task_that_cannot_be_sampled_fails_alone(data, tmp_path, capsys):
+    source = open_data(data, data / "stat.csv")
     ghost = TaskInfo(order=9, task_id=77, name="ghost", class_num=3)
     tasks = [source.tasks[1], ghost]
 
-    problems = check_tasks(source, tasks, tmp_path / "result", workers=0)
+    problems = check_tasks(source, tasks, manifests(tmp_path / "result"), workers=0)
 
-    database = pristine / "rolling_releases" / "database_2.sqlite"
+    database = data / "rolling_releases" / "database_2.sqlite"
     assert problems == [f"ghost: task 77 (ghost) is not in the datasets table of {database}"]
     assert table_rows(capsys)[1:] == [["1", "5", "stripes", "5", "316", "42", "OK"],
                                       ["9", "77", "ghost", "-", "-", "-", "cannot sample"]]
@@ -105,7 +103,7 @@ def test_task_folders_are_checked_the_same_way(tmp_path, capsys):
     (root / "pets" / "val" / "dog" / "broken.jpg").write_bytes(b"")
     source = open_data(root)
 
-    problems = check_tasks(source, source.tasks, tmp_path / "result", workers=0)
+    problems = check_tasks(source, source.tasks, manifests(tmp_path / "result"), workers=0)
 
     assert problems == [f"pets: 1 of 9 images under {root} cannot be read: "
                         f"pets/val/dog/broken.jpg: cannot identify image file '{root}/pets/val/dog/broken.jpg'"]

@@ -10,25 +10,18 @@ import torch.nn.functional as F
 
 import continual
 import continual.ewc
-import continual.runner
 import main
 from continual.er import ER, select_for_memory
 from continual.ewc import EWC, diagonal_fisher
 from dataset.images import normalize_uint8
 from dataset.sources import open_data
-from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
-from network import build_model, load_backbone
-from tests.test_main import Kill, read_csv
+from dataset.synthetic import DEMO_TASKS
+from network import MultiHeadModel, load_backbone
+from tests.conftest import Kill, read_csv
+from training.settings import Recipe, runtime_for
 
 TRAIN_PER_CLASS, VAL_PER_CLASS = 10, 4  # a small cut of the demo tasks, so a whole backbone trains in seconds
 TASKS = [f"{order}_{name}" for order, name in enumerate(DEMO_TASKS, 1)]  # folder names sort in demo order
-
-
-@pytest.fixture(scope="module")
-def dct(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dct") / "DATA"
-    write_synthetic_dct(root, seed=0)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +115,7 @@ def test_other_settings_are_refused_and_fresh_starts_over(data, runs, capsys):
     out = runs["EWC"][0]
     assert main.main(run_args(data, out, "EWC", "--ewc-lambda", "3")) == 2
     error = capsys.readouterr().err
-    assert "other settings or data: ewc_lambda 10.0 (now 3.0)" in error and "--fresh" in error
+    assert "other settings or data: --ewc-lambda 10.0 (now 3.0)" in error and "--fresh" in error
     assert main.main(run_args(data, out, "EWC", "--tasks", TASKS[0], "--epochs", "1", "--fresh")) == 0
     assert "already done" not in capsys.readouterr().out
     assert [row["task_name"] for row in read_csv(out / "result" / "EWC_matrix.csv")] == TASKS[:1]
@@ -131,10 +124,10 @@ def test_other_settings_are_refused_and_fresh_starts_over(data, runs, capsys):
 @pytest.mark.parametrize("method", ["ER"])
 def test_killed_and_resumed_run_gives_the_same_matrix(data, runs, tmp_path, monkeypatch, method):
     # the second task's second epoch: after-task state plus a resume point
-    kill = Kill(monkeypatch, at_call=4, module=continual.runner)
+    kill = Kill(monkeypatch, at_call=4)
     assert main.main(run_args(data, tmp_path, method)) == 130
     assert (tmp_path / "weight" / f"{TASKS[1]}_{method}.resume.pt").exists()
-    monkeypatch.setattr(continual.runner, "train_one_epoch", kill.real)
+    kill.disarm()
     assert main.main(run_args(data, tmp_path, method)) == 0
     for name in (f"{method}_matrix.csv", f"{method}.csv"):
         assert (tmp_path / "result" / name).read_text() == (runs[method][0] / "result" / name).read_text()
@@ -146,13 +139,13 @@ def test_killed_and_resumed_run_gives_the_same_matrix(data, runs, tmp_path, monk
 
 def test_diagonal_fisher_is_the_mean_squared_per_image_gradient():
     torch.manual_seed(0)
-    model = build_model(load_backbone("resnet18", "none"), "Finetune", 3)
+    model = MultiHeadModel(load_backbone("resnet18", "none"))
+    model.add_head(3)
     images = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8)
     labels = torch.tensor([0, 2, 1, 1, 0])
-    learner = SimpleNamespace(model=model, ctx=SimpleNamespace(device=torch.device("cpu"), model_input=lambda x: x))
-    fisher = diagonal_fisher(learner, images, labels)
+    fisher = diagonal_fisher(model, runtime_for(torch.device("cpu")), images, labels)
     assert not any(f.requires_grad for f in fisher.values())  # a constant in the penalty, never a graph
-    assert "fc.weight" not in fisher and set(fisher) == {n for n, _ in model.named_parameters()} - {"fc.weight", "fc.bias"}
+    assert set(fisher) == {n for n, _ in model.named_parameters()} - {"heads.0.weight", "heads.0.bias"}
     expected = {name: torch.zeros_like(f) for name, f in fisher.items()}
     params = dict(model.named_parameters())
     for image, label in zip(normalize_uint8(images), labels):  # one image at a time, with autograd
@@ -165,20 +158,21 @@ def test_diagonal_fisher_is_the_mean_squared_per_image_gradient():
 
 
 def test_ewc_accumulates_fisher_online(monkeypatch):
-    ewc = EWC(SimpleNamespace(args=SimpleNamespace(ewc_gamma=0.5), device=torch.device("cpu")))
+    ewc = EWC(SimpleNamespace(runtime=None), ewc_gamma=0.5)  # diagonal_fisher, the only user of the run, is replaced
     weight = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
-    learner = SimpleNamespace(model=SimpleNamespace(named_parameters=lambda: [("layer.w", weight)]))
+    model = SimpleNamespace(named_parameters=lambda: [("layer.w", weight)],
+                            backbone_named_parameters=lambda: [("layer.w", weight)])
     task_fisher = iter([{"layer.w": torch.tensor([4.0, 2.0])}, {"layer.w": torch.tensor([1.0, 3.0])}])
     monkeypatch.setattr(continual.ewc, "diagonal_fisher", lambda *_: next(task_fisher))
     data = SimpleNamespace(tensors=SimpleNamespace(train_images=None, train_labels=None))
-    ewc.after_task(learner, data)
+    ewc.after_task(model, data)
     assert torch.equal(ewc.fisher["layer.w"], torch.tensor([4.0, 2.0]))
-    ewc.after_task(learner, data)
+    ewc.after_task(model, data)
     assert torch.equal(ewc.fisher["layer.w"], torch.tensor([0.5 * 4 + 1, 0.5 * 2 + 3]))
     assert torch.equal(ewc.anchor["layer.w"], weight.detach())
     with torch.no_grad():
         weight += 1
-    assert torch.equal(ewc.penalty(learner), (ewc.fisher["layer.w"] * 1).sum())
+    assert torch.equal(ewc.penalty(model), (ewc.fisher["layer.w"] * 1).sum())
 
 
 def test_er_memory_selection_is_seeded_and_per_task():
@@ -187,7 +181,7 @@ def test_er_memory_selection_is_seeded_and_per_task():
     assert len(set(first.tolist())) == 5 and all(0 <= i < 20 for i in first.tolist())
     assert not torch.equal(first, select_for_memory(20, 5, seed=4))
     assert torch.equal(select_for_memory(3, 5, seed=3), torch.arange(3))
-    er = ER(SimpleNamespace(args=SimpleNamespace(image_size=2, er_per_task=2, seed=7), device=torch.device("cpu")))
+    er = ER(SimpleNamespace(image_size=2, recipe=Recipe(seed=7)), er_per_task=2)
     for position in range(2):
         images = torch.arange(4 * 12, dtype=torch.uint8).reshape(4, 3, 2, 2) + position
         tensors = SimpleNamespace(train_images=images, train_labels=torch.tensor([0, 1, 2, 3]))

@@ -10,29 +10,22 @@ import torch
 import torch.distributed as dist
 
 import main
-import training.task
+import training.fit
 from benchmarks import balance
-from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
-from tests import test_main
-from tests.test_main import read_csv
+from dataset.synthetic import DEMO_TASKS
+from tests import conftest
+from tests.conftest import read_csv
 from training import distributed
-from training.lock import LOCK_FILE
+from training.settings import Layout
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = list(DEMO_TASKS)
 METHOD = "Ghost_reduced_v1"
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dct") / "DATA"
-    write_synthetic_dct(root, seed=0)
-    return root
-
-
 def run_args(data: Path, out: Path, *extra: str) -> list[str]:
-    """test_main's small settings on all three demo tasks, one epoch, on the CPU (a later option wins)."""
-    return test_main.run_args(data, out, "--tasks", *TASKS, "--epochs", "1", "--device", "cpu", *extra)
+    """The small run's settings on all three demo tasks, one epoch, on the CPU (a later option wins)."""
+    return conftest.run_args(data, out, "--tasks", *TASKS, "--epochs", "1", "--device", "cpu", *extra)
 
 
 def saved_weights(out: Path) -> dict[str, dict]:
@@ -106,15 +99,15 @@ HOLD_LOCK = ("import sys, time; from pathlib import Path; from training.lock imp
 
 
 def test_a_busy_weight_folder_is_refused_in_one_line_and_a_killed_holder_leaves_no_lock(data, one_process, capsys):
-    weight = one_process / "weight"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(weight)], cwd=REPO, stdout=subprocess.PIPE,
+    lock = Layout(one_process / "result", one_process / "weight").lock
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], cwd=REPO, stdout=subprocess.PIPE,
                               text=True)
     try:
         assert holder.stdout.readline() == "locked\n"
         assert main.main(run_args(data, one_process)) == 2
         error = one_error_line(capsys.readouterr().err)
         assert error.startswith("error: another run is using the weight folder")
-        assert str(weight / LOCK_FILE) in error and "another --weight folder" in error
+        assert str(lock) in error and "another --weight folder" in error
     finally:
         holder.kill()  # SIGKILL: no clean-up runs
         holder.wait()
@@ -124,14 +117,14 @@ def test_a_busy_weight_folder_is_refused_in_one_line_and_a_killed_holder_leaves_
 
 def test_a_nan_loss_stops_the_task_keeps_the_last_good_resume_point_and_saves_no_result(data, tmp_path,
                                                                                          monkeypatch, capsys):
-    real = training.task.train_one_epoch
+    real = training.fit.train_one_epoch
     calls = []
 
     def nan_in_epoch_two(*args, **kwargs):
         calls.append(1)
         return (math.nan, 0.0) if len(calls) == 2 else real(*args, **kwargs)
 
-    monkeypatch.setattr(training.task, "train_one_epoch", nan_in_epoch_two)
+    monkeypatch.setattr(training.fit, "train_one_epoch", nan_in_epoch_two)
     assert main.main(run_args(data, tmp_path, "--tasks", TASKS[0], "--epochs", "2")) == 2
     error = one_error_line(capsys.readouterr().err)
     assert error.startswith(f"error: task {TASKS[0]}: the training loss became nan in epoch 2, so the task stopped "
@@ -163,9 +156,10 @@ def test_balance_largest_first_beats_round_robin_and_respects_the_largest_task(c
     (["--predict", "x.png", "--task", "shapes"], "--report and --predict work in one process")])
 def test_what_cannot_be_spread_over_processes_refuses_torchrun(monkeypatch, extra, message):
     args = main.parse_args(["--data", "DATA", *extra])
-    main.refuse_torchrun(args)  # a plain run goes ahead
+    main.refuse_torchrun(args, main.mode_of(args))  # a plain run goes ahead
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(main.RunError, match=message):
-        main.refuse_torchrun(args)
-    main.refuse_torchrun(main.parse_args(["--data", "DATA"]))  # CLR's tasks are spread over the processes
+        main.refuse_torchrun(args, main.mode_of(args))
+    clr = main.parse_args(["--data", "DATA"])
+    main.refuse_torchrun(clr, main.mode_of(clr))  # CLR's tasks are spread over the processes

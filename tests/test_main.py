@@ -1,5 +1,4 @@
 """main.py end to end on synthetic DCT data: outputs, verified report, resume, --fresh and user errors."""
-import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -8,53 +7,11 @@ import pytest
 import torch
 
 import main
-import training.task
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
 from network import build_model, load_backbone, task_state
+from tests.conftest import TASKS, Kill, assert_same_states, read_csv, run_args, saved_states, tensors_in
 
 REPO = Path(__file__).resolve().parent.parent
-TASKS = list(DEMO_TASKS[:2])
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dct") / "DATA"
-    write_synthetic_dct(root, seed=0)
-    return root
-
-
-def run_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["--data", str(data), "--stat", str(data / "stat.csv"), "--tasks", *TASKS, "--arch", "resnet18",
-            "--weights", "none", "--image-size", "32", "--epochs", "2", "--workers", "0",
-            "--result", str(out / "result"), "--weight", str(out / "weight"), "--cache-dir", str(out / "cache"),
-            *extra]
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
-
-
-def tensors_in(value) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in tensors_in(item)]
-    return []
-
-
-def saved_states(out: Path) -> dict[str, dict]:
-    return {p.name: torch.load(p, weights_only=True) for p in sorted((out / "weight").glob("*.pt"))}
-
-
-def assert_same_states(a: dict[str, dict], b: dict[str, dict]) -> None:
-    assert a.keys() == b.keys()
-    for name in a:
-        assert a[name]["state"].keys() == b[name]["state"].keys()
-        for key in a[name]["state"]:
-            assert torch.equal(a[name]["state"][key], b[name]["state"][key]), (name, key)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +46,7 @@ def test_run_writes_results_weights_logs_manifests_and_verified_report(data, fin
         assert sum(r["split"] == "train" for r in manifest) == saved["train_images"]
         assert sum(r["split"] == "val" for r in manifest) == saved["val_images"]
         log_text = (task_dir / "Ghost_reduced_v1.log").read_text()
-        for needle in ("hyper-parameters:", "label map", "task-specific parameters:", "epoch 2/2: train loss",
+        for needle in ("settings: arch=resnet18", "runtime: device cpu, fp32", "label map", "task-specific parameters:", "epoch 2/2: train loss",
                        f"best epoch {saved['best_epoch']}"):
             assert needle in log_text
 
@@ -118,29 +75,13 @@ def test_rerun_skips_finished_tasks(data, finished, capsys):
     assert read_csv(finished / "result" / "Ghost_reduced_v1.csv") == before
 
 
-class Kill:
-    """Make the n-th training epoch of the run raise KeyboardInterrupt, as Ctrl-C would. ``module`` is where the
-    run looks up ``train_one_epoch``."""
-
-    def __init__(self, monkeypatch, at_call: int, module=training.task):
-        self.calls, self.at_call = 0, at_call
-        self.real = module.train_one_epoch
-        monkeypatch.setattr(module, "train_one_epoch", self)
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        if self.calls == self.at_call:
-            raise KeyboardInterrupt
-        return self.real(*args, **kwargs)
-
-
 @pytest.mark.parametrize("kill_at_epoch_call", [2, 3], ids=["mid-first-task", "start-of-second-task"])
 def test_interrupted_run_resumes_to_identical_results(data, finished, tmp_path, monkeypatch, kill_at_epoch_call):
     kill = Kill(monkeypatch, kill_at_epoch_call)
     assert main.main(run_args(data, tmp_path)) == 130
     if kill_at_epoch_call == 2:
         assert list((tmp_path / "weight").glob("*.resume.pt"))  # epoch 1 of the first task was saved
-    monkeypatch.setattr(training.task, "train_one_epoch", kill.real)
+    kill.disarm()
     assert main.main(run_args(data, tmp_path)) == 0
     assert read_csv(tmp_path / "result" / "Ghost_reduced_v1.csv") == read_csv(
         finished / "result" / "Ghost_reduced_v1.csv")
@@ -163,7 +104,7 @@ def test_fresh_starts_over(data, finished, tmp_path, capsys):
 def test_changed_settings_on_rerun_are_refused(data, finished, capsys):
     assert main.main(run_args(data, finished, "--epochs", "3")) == 2
     error = capsys.readouterr().err
-    assert "other settings or data: epochs 2 (now 3)" in error and "--fresh" in error
+    assert "other settings or data: --epochs 2 (now 3)" in error and "--fresh" in error
 
 
 def test_other_data_under_the_same_weights_is_refused(finished, tmp_path, capsys):
@@ -171,7 +112,7 @@ def test_other_data_under_the_same_weights_is_refused(finished, tmp_path, capsys
     write_synthetic_dct(other, seed=1)  # the same task names, other images
     assert main.main(run_args(other, finished)) == 2
     error = capsys.readouterr().err
-    assert "other settings or data: manifest_sha256" in error and "--fresh" in error
+    assert "other settings or data: the data" in error and "--fresh" in error
 
 
 def test_a_new_result_folder_adopts_finished_weights_instead_of_retraining(data, finished, tmp_path, capsys):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from network import (ARCHS, METHODS, NetworkError, ParameterCost, backbone_choice, backbone_id, build_model,
+from common.errors import NetworkError
+from network import (ARCHS, METHODS, ParameterCost, backbone_choice, backbone_id, build_model,
                      load_backbone, load_task_state, parameter_cost, task_state)
 from training.loop import l2_norm_penalty
 

@@ -8,17 +8,10 @@ import pytest
 import torch
 
 import main
-from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
+from dataset.synthetic import DEMO_TASKS
 
 METHOD = "Ghost_reduced_v1"
 FEATURES = 512  # resnet18's pooled features
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dct") / "DATA"
-    write_synthetic_dct(root, seed=0)
-    return root
 
 
 def settings(data: Path, out: Path) -> list[str]:
@@ -145,7 +138,7 @@ T0 = DEMO_TASKS[0]
     (["GOOD"], ["--task", "no_such_task"], "unknown task(s): no_such_task"),
     (["GOOD"], ["--task", T0, "--image-size", "48"], "was trained with --image-size 32 (now 48)"),
     (["GOOD"], ["--task", T0, "--arch", "resnet50"], "was trained with --arch resnet18 (now resnet50)"),
-    (["GOOD"], ["--task", T0, "--method", "Ghost"], f"task {T0} has no weights for --method Ghost"),
+    (["GOOD"], ["--task", T0, "--method", "Ghost"], "no task has weights for --method Ghost in "),
     (["GOOD", "BAD"], ["--task", T0], "cannot be read: BAD: "),
     (["GOOD", "EMPTY"], ["--task", "auto"], "no image files under EMPTY"),
     (["TEXT"], ["--task", T0], "no image files under TEXT"),
@@ -174,6 +167,24 @@ def test_bad_input_is_one_line_and_writes_nothing(data, run, capsys, tmp_path, p
         message = message.replace(name, str(place))
     assert message in errors[0]
     assert not output.exists() and not (tmp_path / "no").exists() and captured.out == ""
+
+
+def test_predicting_needs_only_the_weight_folder(data, run, capsys, tmp_path, monkeypatch):
+    """Another folder, no --data, no training options: the records give the tasks, label maps and settings."""
+    task = DEMO_TASKS[1]
+    images = [path for path, _ in val_items(data, run, task)[:4]]
+    given, auto = predict(data, run, capsys, images, "--task", task), predict(data, run, capsys, images, "--task", "auto")
+    monkeypatch.chdir(tmp_path)
+    for choice, expected in ((task, given), ("auto", auto)):
+        assert main.main(["--predict", *images, "--task", choice, "--weight", str(run / "weight")]) == 0
+        assert read_csv(capsys.readouterr().out) == expected
+    assert not (tmp_path / "demo_data").exists()
+    # an anchor that has to be fitted needs the training images: one line saying so
+    (tmp_path / "weight").mkdir()
+    for path in (run / "weight").glob(f"*_{METHOD}.pt"):
+        shutil.copy(path, tmp_path / "weight" / path.name)
+    assert main.main(["--predict", *images, "--task", "auto"]) == 2
+    assert "has no usable task-mapper anchor" in capsys.readouterr().err
 
 
 def test_task_and_output_without_predict_are_refused(data, run, capsys):

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from dataset.dct import ROWS_QUERY, DctSource, class_quota, connect_read_only
-from dataset.task import DatasetError, TaskInfo
+from common.errors import DatasetError
+from dataset.task import TaskInfo
 
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_FOLDER = {TRAIN: "train", VAL: "val", TEST: "test"}

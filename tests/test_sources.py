@@ -6,7 +6,8 @@ import pytest
 
 from dataset.sources import (DEFAULT_STAT, check_files_exist, manifest_text, open_data, read_stat, select_tasks,
                              write_manifest)
-from dataset.task import DatasetError, TaskInfo, TaskSample
+from common.errors import DatasetError
+from dataset.task import TaskInfo, TaskSample
 from tests.test_sampling import image, write_database
 
 HEADER = "oldid,newid,name,class_num,train_num,test_num\n"

@@ -13,7 +13,7 @@ from PIL import Image
 
 from dataset import synthetic
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
-from dataset.task import DatasetError
+from common.errors import DatasetError
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN, VAL, TEST = 0, 1, 2

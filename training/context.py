@@ -1,7 +1,4 @@
-"""What every task of a run shares: the options, the device, the data, the frozen backbone and where files go."""
-import argparse
-import contextlib
-import tempfile
+"""What every task of a run shares: the method, the frozen backbone, the data and the run's settings."""
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,83 +7,62 @@ import torch
 from dataset.preprocess import TaskTensors, load_task_tensors
 from dataset.sources import DataSource
 from dataset.task import TaskInfo, TaskSample
+from training.record import manifest_sha256
+from training.settings import Layout, Recipe, Runtime
 
 
-class RunError(Exception):
-    """A problem with the run's options or its output folders; printed as one line."""
-
-
-@dataclass
+@dataclass(frozen=True)
 class Context:
-    """What every task of a run shares."""
+    """What every task of a run shares. Built once by main.py; nothing below it reads the command line."""
 
-    args: argparse.Namespace
-    device: torch.device
-    source: DataSource
-    backbone: torch.nn.Module
-    backbone_id: str
+    method: str
+    arch: str
+    backbone: torch.nn.Module  # frozen, on the runtime's device; each task builds its model from a copy
+    backbone_id: str  # which weights it holds (see network.backbone_id), recorded with every task
+    image_size: int
+    source: DataSource | None  # None: prediction from the weight folder alone, without --data
+    recipe: Recipe
+    runtime: Runtime
+    layout: Layout
+    cache_dir: Path | None = None  # None: decode every task afresh and cache nothing
+    workers: int = 0  # processes that decode images
 
     @property
-    def on_cuda(self) -> bool:
-        return self.device.type == "cuda"
+    def device(self) -> torch.device:
+        return self.runtime.device
 
     @property
     def min_last_train_batch(self) -> int:
         """A trailing one-image batch is skipped only where BatchNorm cannot train on it; at larger sizes
         every image trains, as in the release."""
-        return 2 if bn_needs_two_images(self.args.image_size) else 1
-
-    @property
-    def eval_batch_size(self) -> int:
-        return self.args.eval_batch_size or (256 if self.on_cuda else 16)
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.on_cuda and self.args.precision == "bf16":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return 2 if bn_needs_two_images(self.image_size) else 1
 
     def weight_path(self, task: TaskInfo) -> Path:
-        return self.args.weight / f"{task.name}_{self.args.method}.pt"
+        return self.layout.weights(task.name, self.method)
 
     def resume_path(self, task: TaskInfo) -> Path:
-        return self.args.weight / f"{task.name}_{self.args.method}.resume.pt"
+        return self.layout.resume(task.name, self.method)
 
     def log_path(self, task: TaskInfo) -> Path:
-        return self.args.result / task.name / f"{self.args.method}.log"
+        return self.layout.task_log(task.name, self.method)
 
     @property
     def csv_path(self) -> Path:
-        return self.args.result / f"{self.args.method}.csv"
+        return self.layout.results_csv(self.method)
 
     def tensors(self, sample: TaskSample) -> TaskTensors:
-        cache = None if self.args.no_cache else self.args.cache_dir
-        return load_task_tensors(self.source.root, sample, self.args.image_size, cache, self.args.workers)
+        return load_task_tensors(self.source.root, sample, self.image_size, self.cache_dir, self.workers)
 
-    def model_input(self, images: torch.Tensor) -> torch.Tensor:
-        """channels_last on CUDA, where cuDNN is fastest with it; as served on the CPU."""
-        return images.contiguous(memory_format=torch.channels_last) if self.on_cuda else images
+    def task_config(self, sample: TaskSample) -> dict:
+        """The settings a task's files are made with: a resumed or skipped task must match them all."""
+        r = self.recipe
+        return {"method": self.method, "arch": self.arch, "backbone": self.backbone_id,
+                "num_classes": sample.num_classes, "image_size": self.image_size, "epochs": r.epochs,
+                "batch_size": r.batch_size, "lr": r.lr, "norm_penalty": r.norm_penalty, "patience": r.patience,
+                "seed": r.seed, "manifest_sha256": manifest_sha256(sample)}
 
 
 def bn_needs_two_images(image_size: int) -> bool:
     """ResNet downsamples 32x: at 32 px or less its last feature map is 1x1, and BatchNorm in train mode
     cannot learn from a batch that gives it one value per channel."""
     return image_size <= 32
-
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise RunError("--device cuda was asked for, but torch sees no CUDA device")
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(choice)
-
-
-
-def prepare_output_folder(folder: Path, what: str) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as error:
-        raise RunError(f"cannot write to the {what} folder {folder}: {error.strerror or error}") from None
-

@@ -16,7 +16,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from training.context import RunError
+from common.errors import RunError
 
 # A process that is done waits at the final barrier while the others finish their last task, which can take hours:
 # far longer than gloo's default 30 minutes. A process that crashes ends the job through torchrun, not this limit.

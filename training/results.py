@@ -1,10 +1,9 @@
 """<method>.csv: one row per finished task, as the release writes it (with a header here)."""
 import csv
-import io
 from collections.abc import Iterable
 from pathlib import Path
 
-from dataset.atomic import atomic_write_text
+from common.files import write_csv
 
 CSV_HEADER = ["task_id", "task_name", "best_acc"]
 
@@ -18,11 +17,7 @@ def read_results(path: Path) -> dict[int, dict]:
 
 
 def write_results(path: Path, rows: dict[int, dict]) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, CSV_HEADER, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows.values())
-    atomic_write_text(path, text.getvalue())
+    write_csv(path, CSV_HEADER, rows.values())
 
 
 def record_results(path: Path, results: Iterable[tuple[int, str, float]]) -> None:

@@ -1,0 +1,148 @@
+"""The task sequence of a shared-backbone method: learn each task through the one fit loop, evaluate every task
+learnt so far, and save after each task, in one file, everything the next task needs."""
+import logging
+
+import torch
+
+from common.files import atomic_path
+from continual.matrix import summary, write_matrix
+from continual.method import Method, TaskData
+from dataset.loader import DeviceBatches
+from dataset.task import TaskSample
+from network import MultiHeadModel, load_task_state
+from training.context import Context
+from training.checkpoints import Progress
+from training.fit import fit
+from training.isolated import forget_tasks, task_log
+from training.loop import evaluate
+from training.record import TaskRecord, read_saved, require_same_settings
+from training.results import write_results
+
+log = logging.getLogger("clr")
+
+
+def sequence_config(ctx: Context, samples: list[TaskSample], method: Method) -> dict:
+    """What the sequence's files depend on: the recipe, the method's options, the tasks in order and their data."""
+    configs = [ctx.task_config(sample) for sample in samples]
+    return {**{k: v for k, v in configs[0].items() if k not in ("num_classes", "manifest_sha256")},
+            **method.options(), "tasks": [sample.task.name for sample in samples],
+            "manifests_sha256": [config["manifest_sha256"] for config in configs]}
+
+
+def forget_sequence(ctx: Context, samples: list[TaskSample]) -> None:
+    """--fresh: the selected tasks' files, and the sequence's own state and matrix."""
+    forget_tasks(ctx, samples)
+    ctx.layout.after_task(ctx.method).unlink(missing_ok=True)
+    ctx.layout.matrix_csv(ctx.method).unlink(missing_ok=True)
+
+
+def validation_batches(ctx: Context, sample: TaskSample) -> DeviceBatches:
+    tensors = ctx.tensors(sample)
+    return DeviceBatches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, ctx.device,
+                         shuffle=False)
+
+
+def task_data(ctx: Context, sample: TaskSample, position: int) -> TaskData:
+    tensors = ctx.tensors(sample)
+    indices = torch.arange(len(tensors.train_labels))
+    train = DeviceBatches(tensors.train_images, indices, ctx.recipe.batch_size, ctx.device, shuffle=True,
+                          seed=ctx.recipe.seed + sample.task.order, min_last_batch=ctx.min_last_train_batch)
+    val = DeviceBatches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, ctx.device,
+                        shuffle=False)
+    return TaskData(sample, position, tensors, tensors.train_labels.to(ctx.device), train, val)
+
+
+def evaluate_learnt(ctx: Context, model: MultiHeadModel, samples: list[TaskSample]) -> list[int]:
+    """Correct validation images of every task learnt so far, each with its own head: a matrix row."""
+    current, row = model.current, []
+    for position, sample in enumerate(samples[:len(model.heads)]):
+        model.use_head(position)
+        row.append(evaluate(model, validation_batches(ctx, sample), ctx.runtime))
+    model.use_head(current)
+    return row
+
+
+def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> str:
+    """Learn the tasks in order, continuing after the last finished task; returns the matrix summary."""
+    config = sequence_config(ctx, samples, method)
+    model = ctx.runtime.prepare(MultiHeadModel(ctx.backbone))
+    finished = {"records": [], "correct": []}
+    if ctx.layout.after_task(ctx.method).exists():
+        finished = restore_sequence(ctx, model, method, config)
+        write_outputs(ctx, samples, finished)  # the files that follow from it, in case a crash came between
+    for position, sample in enumerate(samples):
+        if position < len(finished["records"]):
+            log.info("[%d/%d] %s: already done (%s), skipping", position + 1, len(samples), sample.task.name,
+                     ctx.layout.after_task(ctx.method))
+            continue
+        log.info("[%d/%d] %s (id %d): %d classes", position + 1, len(samples), sample.task.name,
+                 sample.task.task_id, sample.num_classes)
+        torch.manual_seed(ctx.recipe.seed + sample.task.order)
+        model.add_head(sample.num_classes)
+        data = task_data(ctx, sample, position)
+        task_config = {**config, **ctx.task_config(sample)}
+        with task_log(ctx.log_path(sample.task)):
+            method.before_task(model, data)
+            progress = learn_shared_task(ctx, model, method, data, task_config)
+            method.after_task(model, data)
+            row = evaluate_learnt(ctx, model, samples)
+            log.info("after %s: accuracy %s", sample.task.name,
+                     ", ".join(f"{s.task.name} {c / len(s.val):.4f}" for s, c in zip(samples, row)))
+        head = sum(p.numel() for p in model.fc.parameters())
+        finished["records"].append(TaskRecord(
+            config=task_config, task_id=sample.task.task_id, task_name=sample.task.name,
+            label_map={key: label for label, key in enumerate(sample.classes)}, state=model.head_state(position),
+            best_epoch=progress.best_epoch, best_correct=row[position], best_acc=row[position] / len(sample.val),
+            epochs_run=progress.epoch, train_images=len(sample.train), val_images=len(sample.val),
+            trainable_params=head, percent_of_backbone=100 * head / model.backbone_parameters,
+            history=progress.history, shared_backbone=True))
+        finished["correct"].append(row)
+        save_sequence(ctx, model, method, config, finished)
+        write_outputs(ctx, samples, finished)
+        ctx.resume_path(sample.task).unlink(missing_ok=True)
+    return summary(ctx.method, samples, accuracy_matrix(samples, finished))
+
+
+def learn_shared_task(ctx: Context, model: MultiHeadModel, method: Method, data: TaskData, config: dict) -> Progress:
+    """The fit loop on the shared model with the method's loss; leaves the model at its best epoch."""
+    def batch_loss(images: torch.Tensor, index: torch.Tensor):
+        labels = data.labels[index]
+        return *method.batch_loss(model, data, images, labels, index), labels
+
+    progress = fit(ctx, data.sample, model, data.train, data.val, config, batch_loss)
+    load_task_state(model, progress.best_state)  # backbone and heads as they were at the best epoch
+    return progress
+
+
+def save_sequence(ctx: Context, model: MultiHeadModel, method: Method, config: dict, finished: dict) -> None:
+    """Everything the next task needs, atomically in one file, so a crash never leaves a mixed state."""
+    state = {"config": config, "backbone": model.backbone_state(), "method": method.state_dict(),
+             "records": [vars(record) for record in finished["records"]], "correct": finished["correct"]}
+    with atomic_path(ctx.layout.after_task(ctx.method)) as tmp:
+        torch.save(state, tmp)
+
+
+def restore_sequence(ctx: Context, model: MultiHeadModel, method: Method, config: dict) -> dict:
+    path = ctx.layout.after_task(ctx.method)
+    saved = read_saved(path)
+    require_same_settings(path, saved["config"], config, "resume")
+    records = [TaskRecord(**record) for record in saved["records"]]
+    model.restore(saved["backbone"], [record.state for record in records])
+    method.load_state_dict(saved["method"])
+    return {"records": records, "correct": saved["correct"]}
+
+
+def accuracy_matrix(samples: list[TaskSample], finished: dict) -> list[list[float]]:
+    return [[correct / len(sample.val) for correct, sample in zip(row, samples)] for row in finished["correct"]]
+
+
+def write_outputs(ctx: Context, samples: list[TaskSample], finished: dict) -> None:
+    """The files that follow from the sequence's state: each finished task's record (its head, and its accuracy
+    just after it was learnt), <method>.csv (the accuracy after the last task) and the matrix."""
+    matrix = accuracy_matrix(samples, finished)
+    for sample, record in zip(samples, finished["records"]):
+        record.save(ctx.weight_path(sample.task))
+    write_results(ctx.csv_path, {sample.task.task_id: {"task_id": sample.task.task_id, "task_name": sample.task.name,
+                                                       "best_acc": accuracy}
+                                 for sample, accuracy in zip(samples, matrix[-1])})
+    write_matrix(ctx.layout.matrix_csv(ctx.method), samples, matrix)

@@ -1,0 +1,84 @@
+"""The one epoch loop that every method trains a task through: the scheduler, best-state tracking, early stopping,
+the history, the epoch log line, the stop on a non-finite loss or weight, and the per-epoch resume point."""
+import logging
+import math
+import time
+
+import torch
+
+from common.errors import RunError
+from dataset.loader import DeviceBatches
+from dataset.task import TaskSample
+from network import task_state
+from training.checkpoints import Progress, restore_resume_point, save_resume_point
+from training.context import Context
+from training.loop import BatchLoss, build_optimizer, evaluate, train_one_epoch
+
+log = logging.getLogger("clr")
+
+
+def fit(ctx: Context, sample: TaskSample, model: torch.nn.Module, train: DeviceBatches, val: DeviceBatches,
+        config: dict, batch_loss: BatchLoss | None = None) -> Progress:
+    """Train ``model``'s trainable tensors on one task with the run's recipe, continuing from the task's resume
+    point if there is one, and return where it ended: the best epoch's state, the history. ``config`` is what
+    the resume point records and must match; ``batch_loss`` is a method's own loss (default: cross-entropy)."""
+    recipe, runtime, task = ctx.recipe, ctx.runtime, sample.task
+    optimizer = build_optimizer(model, recipe.lr, runtime)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.lr_step, gamma=0.1)
+    stepped = torch.compile(model) if runtime.compile else model
+    resume = ctx.resume_path(task)
+    if resume.exists():
+        progress = restore_resume_point(resume, config, model, optimizer, scheduler, train)
+        log.info("resuming %s after epoch %d (best %.2f%% at epoch %d)", task.name, progress.epoch,
+                 100 * progress.best_correct / val.num_images, progress.best_epoch)
+    else:
+        progress = Progress()
+        log.info("settings: %s", " ".join(f"{key}={value}" for key, value in sorted(config.items())
+                                          if key not in ("tasks", "manifests_sha256")))
+        log.info("runtime: device %s, %s, eval batch %d, StepLR step %d%s", runtime.device, runtime.precision,
+                 runtime.eval_batch_size, recipe.lr_step, ", compiled" if runtime.compile else "")
+
+    while progress.epoch < recipe.epochs and progress.epoch - progress.best_epoch <= recipe.patience:
+        progress.epoch += 1
+        started = time.perf_counter()
+        loss, train_acc = train_one_epoch(stepped, optimizer, train, runtime, recipe.norm_penalty,
+                                          f"{task.name} {progress.epoch}/{recipe.epochs}", batch_loss)
+        broken = broken_training(loss, model)
+        if broken:
+            raise RunError(stopped_message(ctx, sample, broken, progress.epoch))
+        scheduler.step()
+        correct = evaluate(model, val, runtime)  # uncompiled: what the report re-evaluates
+        if correct > progress.best_correct:
+            progress.best_correct, progress.best_epoch = correct, progress.epoch
+            progress.best_state = task_state(model)
+        val_acc = correct / val.num_images
+        progress.history.append({"epoch": progress.epoch, "loss": loss, "train_acc": train_acc, "val_acc": val_acc})
+        log.info("epoch %d/%d: train loss %.4f, train acc %.4f, val acc %.4f, best %.4f at epoch %d (%.1fs)",
+                 progress.epoch, recipe.epochs, loss, train_acc, val_acc,
+                 progress.best_correct / val.num_images, progress.best_epoch, time.perf_counter() - started)
+        save_resume_point(resume, config, model, optimizer, scheduler, train, progress)
+    if progress.epoch < recipe.epochs:
+        log.info("early stop after epoch %d: no new best for %d epochs", progress.epoch,
+                 progress.epoch - progress.best_epoch)
+    log.info("best epoch %d: val acc %.4f", progress.best_epoch, progress.best_correct / val.num_images)
+    if runtime.on_cuda:
+        log.info("peak GPU memory %d MiB", torch.cuda.max_memory_allocated(runtime.device) // 2**20)
+    return progress
+
+
+def broken_training(loss: float, model: torch.nn.Module) -> str | None:
+    """What went non-finite in an epoch (its mean loss, or a trained tensor), or None: one host sync an epoch."""
+    if not math.isfinite(loss):
+        return f"the training loss became {loss}"
+    trained = [p for p in model.parameters() if p.requires_grad]
+    if not bool(torch.stack([p.isfinite().all() for p in trained]).all()):
+        return "a trained weight became non-finite"
+    return None
+
+
+def stopped_message(ctx: Context, sample: TaskSample, what: str, epoch: int) -> str:
+    """Why a task stopped with a non-finite loss or weight: what is kept, what is not, and what to try."""
+    kept = (f"its resume point after epoch {epoch - 1} is kept in {ctx.resume_path(sample.task)}" if epoch > 1
+            else "it had no resume point yet")
+    return (f"task {sample.task.name}: {what} in epoch {epoch}, so the task stopped and saved no weights; {kept}. "
+            "Rerun to retry, or try --precision fp32 or a lower --lr (with --fresh or another --weight folder)")

@@ -1,0 +1,128 @@
+"""The isolated methods' task sequence (CLR and the release's other methods): every task trains its own state on
+a fresh copy of the frozen backbone, so tasks never interact. Finished tasks are skipped, an interrupted one
+resumes, and each task's log goes to its own file."""
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from dataset.loader import DeviceBatches
+from dataset.task import TaskSample
+from network import parameter_cost
+from training import distributed
+from training.context import Context
+from training.fit import fit
+from training.loop import build_task_model
+from training.record import TaskRecord, require_same_settings
+from training.results import read_results, record_result, record_results, write_results
+
+log = logging.getLogger("clr")
+
+TaskDone = Callable[[TaskSample, TaskRecord], None]
+"""Called after a task's record is saved, while its images are at hand (main.py fits the task mapper's anchor)."""
+
+
+def train_isolated_task(ctx: Context, sample: TaskSample) -> TaskRecord:
+    """Learn one task with the run's recipe on a fresh copy of the backbone; return its record."""
+    task, recipe = sample.task, ctx.recipe
+    seed = recipe.seed + task.order
+    torch.manual_seed(seed)
+    tensors = ctx.tensors(sample)
+    train = DeviceBatches(tensors.train_images, tensors.train_labels, recipe.batch_size, ctx.device,
+                          shuffle=True, seed=seed, min_last_batch=ctx.min_last_train_batch)
+    val = DeviceBatches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, ctx.device,
+                        shuffle=False)
+    model = build_task_model(ctx.backbone, ctx.method, sample.num_classes, ctx.runtime)
+    cost = parameter_cost(model)
+    log.info("label map (class -> label): %s", {key: label for label, key in enumerate(sample.classes)})
+    log.info("task-specific parameters: %d (%.3f%% of the backbone's %d), head %d",
+             cost.trainable, cost.percent, cost.backbone, cost.head)
+    log.info("images: %d train, %d val; %d classes", len(sample.train), len(sample.val), sample.num_classes)
+    config = ctx.task_config(sample)
+    progress = fit(ctx, sample, model, train, val, config)
+    return TaskRecord(config=config, task_id=task.task_id, task_name=task.name,
+                      label_map={key: label for label, key in enumerate(sample.classes)},
+                      state=progress.best_state, best_epoch=progress.best_epoch,
+                      best_correct=progress.best_correct, best_acc=progress.best_correct / val.num_images,
+                      epochs_run=progress.epoch, train_images=len(sample.train), val_images=len(sample.val),
+                      trainable_params=cost.trainable, percent_of_backbone=cost.percent, history=progress.history)
+
+
+def finished_record(ctx: Context, sample: TaskSample) -> TaskRecord | None:
+    """The record of a task this method already finished, or None if it still has to run. A record made with
+    other settings or data is never silently replaced."""
+    path = ctx.weight_path(sample.task)
+    if not path.exists():
+        return None
+    record = TaskRecord.load(path)
+    require_same_settings(path, record.config, ctx.task_config(sample), "done")
+    return record
+
+
+def forget_tasks(ctx: Context, samples: list[TaskSample]) -> None:
+    """--fresh: remove the selected tasks' rows, weights, resume points and logs for this method."""
+    rows = read_results(ctx.csv_path)
+    for sample in samples:
+        rows.pop(sample.task.task_id, None)
+        for path in (ctx.weight_path(sample.task), ctx.resume_path(sample.task), ctx.log_path(sample.task)):
+            path.unlink(missing_ok=True)
+    if ctx.csv_path.exists():
+        write_results(ctx.csv_path, rows)
+
+
+@contextlib.contextmanager
+def task_log(path: Path) -> Iterator[None]:
+    """Send the log to the task's own file as well as the console while the task runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def learn_isolated_task(ctx: Context, sample: TaskSample, number: int, total: int, task_done: TaskDone) -> None:
+    """Learn one task unless its record exists. A plain run adds the task's row to <method>.csv at once; under
+    torchrun that file is the leader's alone, written when every process is done."""
+    task, own_csv = sample.task, not distributed.is_torchrun()
+    record = finished_record(ctx, sample)
+    if record is not None:
+        log.info("[%d/%d] %s: already done (%s), skipping", number, total, task.name, ctx.weight_path(task))
+        if own_csv and task.task_id not in read_results(ctx.csv_path):  # finished into another --result folder
+            record_result(ctx.csv_path, task.task_id, task.name, record.best_acc)
+        return
+    log.info("[%d/%d] %s (id %d): %d classes", number, total, task.name, task.task_id, sample.num_classes)
+    with task_log(ctx.log_path(sample.task)):
+        if distributed.is_torchrun():
+            log.info("learnt by %s", distributed.describe())
+        record = train_isolated_task(ctx, sample)
+    record.save(ctx.weight_path(sample.task))
+    task_done(sample, record)
+    if own_csv:
+        record_result(ctx.csv_path, task.task_id, task.name, record.best_acc)
+    ctx.resume_path(sample.task).unlink(missing_ok=True)
+
+
+def record_finished(ctx: Context, samples: list[TaskSample]) -> None:
+    """Write the rows of every selected task that has a record into <method>.csv, once, from the records."""
+    finished = [(sample.task, finished_record(ctx, sample)) for sample in samples]
+    record_results(ctx.csv_path, [(task.task_id, task.name, record.best_acc)
+                                  for task, record in finished if record is not None])
+
+
+def learn_isolated_tasks(ctx: Context, samples: list[TaskSample], task_done: TaskDone) -> None:
+    """Learn the tasks, skipping those already done and resuming one that was interrupted. A plain run learns them
+    in order. Under torchrun each process learns the tasks it claims, largest first; this returns when every
+    process is done, after the leader has written <method>.csv from the records."""
+    costs = [len(sample.train) + len(sample.val) for sample in samples]
+    for index in distributed.my_tasks(costs):
+        learn_isolated_task(ctx, samples[index], index + 1, len(samples), task_done)
+    if distributed.is_torchrun():
+        distributed.barrier()
+        if distributed.is_leader():
+            record_finished(ctx, samples)

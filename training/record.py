@@ -1,0 +1,97 @@
+"""The record of a finished task (its weights file), the settings it was trained with, and the one check of
+whether a saved file can serve a purpose with the current settings."""
+import hashlib
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from common.errors import RunError
+from common.files import atomic_path
+from dataset.sources import manifest_text
+from dataset.task import TaskSample
+
+DATA_KEYS = ("manifest_sha256", "manifests_sha256", "num_classes")  # what the data decide, not an option
+# What must match for each use of a saved file. Resuming a task, or skipping it as done, needs every setting;
+# using a finished task needs only what changes what it computes (and, where its own images are used, the data).
+COMPUTES = ("method", "arch", "backbone", "image_size")
+PIXELS = ("arch", "backbone", "image_size")
+DATA = ("manifest_sha256",)
+PURPOSES: dict[str, tuple[str, ...] | None] = {
+    "resume": None, "done": None,  # None: every recorded setting
+    "predict": COMPUTES, "agnostic": COMPUTES + DATA, "verify": PIXELS + DATA, "anchor": PIXELS + DATA,
+}
+
+
+def option_of(key: str) -> str:
+    """The command-line option that sets a recorded setting."""
+    return "--weights" if key == "backbone" else "--" + key.replace("_", "-")
+
+
+def manifest_sha256(sample: TaskSample) -> str:
+    """The fingerprint of exactly which images a task uses, with which labels."""
+    return hashlib.sha256(manifest_text(sample).encode()).hexdigest()[:16]
+
+
+def differing_settings(saved: dict, current: dict, purpose: str) -> list[str]:
+    """The settings of ``current`` that ``saved`` (a file's config) differs in, for ``purpose`` (a key of
+    PURPOSES), as "--option saved (now value)", or "the data" for the images and labels."""
+    keys = [key for key in PURPOSES[purpose] or current if saved.get(key) != current[key]]
+    described = [f"{option_of(key)} {saved.get(key)} (now {current[key]})" for key in keys if key not in DATA_KEYS]
+    data = ["the data (its images or labels are not the ones trained on)"] if set(keys) & set(DATA_KEYS) else []
+    return described + data
+
+
+def require_same_settings(path: Path, saved: dict, current: dict, purpose: str) -> None:
+    """Refuse a file made with other settings or data: it is never silently replaced or mixed with new work."""
+    differing = differing_settings(saved, current, purpose)
+    if differing:
+        raise RunError(f"{path} was made with other settings or data: {', '.join(differing)}; "
+                       "pass --fresh to replace it, or use another --weight folder")
+
+
+def read_saved(path: Path) -> dict:
+    """One of this project's .pt files (a record, a resume point, a sequence's state) as plain data."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise RunError(f"cannot read {path} ({type(error).__name__}); delete it or pass --fresh") from None
+
+
+@dataclass
+class TaskRecord:
+    """What a finished task's weights file holds. Saved as a plain dict of plain data and tensors, so it loads
+    with ``weights_only=True``; the file is the record that every table, check and prediction reads."""
+
+    config: dict  # the settings it was trained with (see training.context.Context.task_config)
+    task_id: int
+    task_name: str
+    label_map: dict[str, int]  # class key -> label
+    state: dict[str, torch.Tensor]  # the task's own tensors (for a shared-backbone method: its head)
+    best_correct: int  # correct validation images at the best epoch (shared backbone: just after learning it)
+    best_acc: float
+    best_epoch: int = 0
+    epochs_run: int = 0
+    train_images: int | None = None
+    val_images: int | None = None
+    trainable_params: int | None = None
+    percent_of_backbone: float | None = None  # None where an older file does not say
+    history: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, train_acc, val_acc
+    shared_backbone: bool = False  # learnt on a backbone that later tasks moved on
+
+    @property
+    def num_classes(self) -> int:
+        return self.config["num_classes"]
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            torch.save({f.name: getattr(self, f.name) for f in fields(self)}, tmp)
+
+    @classmethod
+    def load(cls, path: Path) -> "TaskRecord":
+        saved = read_saved(path)
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        if not isinstance(saved, dict) or not required <= saved.keys():
+            raise RunError(f"{path} is not a task's weights file of this project; delete it or pass --fresh")
+        return cls(**{key: value for key, value in saved.items() if key in names})
