@@ -196,7 +196,7 @@ def enlarge(root: Path, paths: list[str], size: tuple[int, int]) -> None:
 
 
 def reproduction_hours(train_rate: float, eval_rate: float, preprocess_rate: float | None = None) -> float:
-    """All 60 epochs of the 53 tasks (REFERENCE.md's image counts; early stopping only shortens it)."""
+    """All 60 epochs of the 53 tasks (docs/release.md §5's image counts; early stopping only shortens it)."""
     tasks = read_stat(DEFAULT_STAT)
     seconds = REPRODUCTION_EPOCHS * (sum(t.train_num for t in tasks) / train_rate
                                      + sum(t.val_num for t in tasks) / eval_rate)

@@ -1,4 +1,4 @@
-"""The DCT / SKILL data: its sqlite database and the release's exact per-task sampling (REFERENCE.md §3).
+"""The DCT / SKILL data: its sqlite database and the release's exact per-task sampling (docs/release.md §3, §4).
 
 The sampling decides which images a run sees, so it is transcribed step by step: a paper number can only be
 compared with ours if both used the same images with the same labels.

@@ -248,7 +248,7 @@ Row = tuple[str, str, str, int, int, int, int]  # hash, path, filename, class_id
 
 
 def _quota(split: int, num_classes: int) -> int:
-    """The per-class cap of REFERENCE.md §3, used here only to prove that sampling takes every row."""
+    """The per-class cap of docs/release.md §4, used here only to prove that sampling takes every row."""
     many = num_classes >= 60
     amount = (5120 if many else 2560) if split == TRAIN else (512 if many else 256)
     return round(amount / min(num_classes, 300))

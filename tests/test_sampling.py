@@ -1,4 +1,4 @@
-"""The DCT reader reproduces the release's sampling (REFERENCE.md §3) on small hand-built databases.
+"""The DCT reader reproduces the release's sampling (docs/release.md §4) on small hand-built databases.
 
 Shuffle outcomes quoted below are what ``random.seed(27)`` + ``random.shuffle`` give (the release's calls):
   a fresh generator leaves 1, 2, 3 and 4 rows in order and turns 5 rows [0,1,2,3,4] into [4,0,1,2,3];
@@ -214,7 +214,7 @@ def test_database_is_opened_read_only(tmp_path):
             connection.execute("CREATE TABLE scratch(value INTEGER)")
 
 
-# --- An independent, literal transcription of REFERENCE.md §3 (global random, plain dicts) -------------------
+# --- An independent, literal transcription of docs/release.md §4 (global random, plain dicts) ---------------
 
 def release_split(database: Path, dataset_id: int, split: int, label_map: dict | None, amounts: tuple[int, int]):
     with closing(sqlite3.connect(database)) as connection:

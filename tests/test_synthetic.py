@@ -175,7 +175,7 @@ def test_stat_lists_demo_tasks_first_with_the_counts_sampling_yields(folder: Pat
         dataset_id = int(line["newid"])
         train, val = per_class_counts(rows, dataset_id, TRAIN), per_class_counts(rows, dataset_id, VAL)
         classes = len(train)
-        # every class is under its quota (REFERENCE.md §3, worked out by hand), so sampling takes all rows
+        # every class is under its quota (docs/release.md §4, worked out by hand), so sampling takes all rows
         train_quota, val_quota = {5: (512, 51), 60: (85, 9)}[classes]  # round(5120 / 60) = 85, round(8.53) = 9
         assert max(train.values()) <= train_quota and max(val.values()) <= val_quota
         assert (int(line["class_num"]), int(line["train_num"]), int(line["test_num"])) == (

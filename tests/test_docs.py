@@ -1,0 +1,243 @@
+"""The README and docs/ cannot drift from the code: every documented command parses, every relative link resolves.
+
+Commands are read from fenced code blocks and inline code. A line that runs `main.py` (with python or torchrun)
+must parse with main.get_args_parser(), so renaming or removing an option fails here until the docs follow.
+A line that runs another script must name one that exists, and parse with its get_args_parser() if it has one.
+Every --option the pages name anywhere must be an option of main.py, of a benchmark script or of torchrun.
+Links are the relative targets of [text](path) and ![alt](path); an anchor (#...) must name a heading of the
+page it points to.
+"""
+import contextlib
+import csv
+import importlib
+import io
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+import main
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+# Placeholders the docs write in capitals, where the parser needs a value of a given kind (a path is any string).
+PLACEHOLDERS = {"M": "SGD"}
+SHELL_OPERATOR = set("();<>|&")
+FENCE = re.compile(r"^ *```[^\n]*\n(.*?)^ *```", re.M | re.S)
+INLINE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
+LINK = re.compile(r"!?\[(?:[^\]]|\n)*?\]\(([^)\s]+)\)")
+
+
+def relative(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def fenced_and_prose(text: str) -> tuple[list[str], str]:
+    """The fenced code blocks, and the rest of the page with them blanked out."""
+    return FENCE.findall(text), FENCE.sub("", text)
+
+
+def block_lines(block: str) -> list[str]:
+    """A code block's logical lines: continuations (a trailing backslash) joined."""
+    lines, pending = [], ""
+    for line in block.splitlines():
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+        else:
+            lines.append(pending + line)
+            pending = ""
+    if pending:
+        lines.append(pending)
+    return lines
+
+
+def command_lines(page: Path) -> list[str]:
+    """Every line of the page, in code blocks or inline code, that may run something."""
+    blocks, prose = fenced_and_prose(page.read_text(encoding="utf-8"))
+    lines = [line for block in blocks for line in block_lines(block)]
+    lines += [" ".join(span.split()) for span in INLINE.findall(prose)]  # inline code may wrap across lines
+    return [line.strip() for line in lines if line.strip()]
+
+
+def split_command(line: str) -> list[str] | None:
+    """The words of a shell line, comments stripped and operators (&&, |, >) as words of their own; None if it
+    does not split (an unmatched quote: then it is prose, not a command)."""
+    try:
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        return list(lexer)
+    except ValueError:
+        return None
+
+
+def script_invocations(line: str) -> list[tuple[str, list[str]]]:
+    """(script, arguments) for each python/torchrun call of a repository script in the line."""
+    words = split_command(line)
+    if not words:
+        return []
+    calls = []
+    for i, word in enumerate(words):
+        if not word.endswith(".py") or i == 0:
+            continue
+        launcher = words[:i]
+        if not any(w in ("python", "python3", "torchrun") or w.endswith("/python") for w in launcher):
+            continue
+        args = []
+        for arg in words[i + 1:]:
+            if arg and set(arg) <= SHELL_OPERATOR:  # &&, |, >, ... end the command
+                break
+            args.append(PLACEHOLDERS.get(arg, arg))
+        calls.append((word, args))
+    return calls
+
+
+def documented_calls() -> list[tuple[str, str, str, list[str]]]:
+    """(page, line, script, arguments) for every documented call of a repository script."""
+    calls = []
+    for page in PAGES:
+        for line in command_lines(page):
+            for script, args in script_invocations(line):
+                calls.append((relative(page), line, script, args))
+    return calls
+
+
+CALLS = documented_calls()
+MAIN_CALLS = [call for call in CALLS if call[2] == "main.py"]
+OTHER_CALLS = [call for call in CALLS if call[2] != "main.py"]
+
+
+def parse(parser, args: list[str]) -> tuple[int | None, str]:
+    """Parse, capturing argparse's output; the exit code (None when it parsed) and what it printed.
+
+    Abbreviations are refused, so that a documented option renamed to a longer name cannot pass as a prefix."""
+    parser.allow_abbrev = False
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            parser.parse_args(args)
+        except SystemExit as stop:
+            return stop.code, out.getvalue()
+    return None, out.getvalue()
+
+
+def test_the_docs_show_main_py_commands():
+    pages = {page for page, *_ in MAIN_CALLS}
+    assert "README.md" in pages and len(MAIN_CALLS) >= 20, "the command reader found too few commands"
+    assert any(line.startswith("torchrun") for _, line, _, _ in MAIN_CALLS)
+
+
+@pytest.mark.parametrize("page, line, script, args", MAIN_CALLS, ids=[f"{c[0]}: {c[1]}" for c in MAIN_CALLS])
+def test_documented_main_command_parses(page, line, script, args):
+    code, output = parse(main.get_args_parser(), args)
+    ok = code is None or (code == 0 and "--help" in args)
+    assert ok, f"{page}: `{line}` does not parse with main.get_args_parser() (exit {code}): {output.strip()}"
+
+
+@pytest.mark.parametrize("page, line, script, args", OTHER_CALLS, ids=[f"{c[0]}: {c[1]}" for c in OTHER_CALLS])
+def test_documented_script_exists_and_parses(page, line, script, args):
+    path = ROOT / script
+    assert path.is_file(), f"{page}: `{line}` runs {script}, which does not exist"
+    module = importlib.import_module(".".join(Path(script).with_suffix("").parts))
+    if not hasattr(module, "get_args_parser"):
+        return  # a script that builds its parser inside main() can only be checked for existence
+    code, output = parse(module.get_args_parser(), args)
+    assert code is None, f"{page}: `{line}` does not parse with {script}'s parser (exit {code}): {output.strip()}"
+
+
+# torchrun's own options, which the docs show in front of main.py
+TORCHRUN_OPTIONS = {"--nnodes", "--nproc-per-node", "--rdzv-backend", "--rdzv-endpoint", "--rdzv-id", "--standalone"}
+
+
+def known_options() -> set[str]:
+    """The options of main.py and of every benchmark script with a get_args_parser(), and torchrun's."""
+    parsers = [main.get_args_parser()]
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        module = importlib.import_module(f"benchmarks.{script.stem}")
+        if hasattr(module, "get_args_parser"):
+            parsers.append(module.get_args_parser())
+    return TORCHRUN_OPTIONS | {option for parser in parsers for action in parser._actions
+                               for option in action.option_strings}
+
+
+def test_every_documented_option_exists():
+    """An option named anywhere in the docs (tables and prose too, not only commands) is one the code has."""
+    known = known_options()
+    unknown = {}
+    for page in PAGES:
+        for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", page.read_text(encoding="utf-8")):
+            if option not in known:
+                unknown.setdefault(option, set()).add(relative(page))
+    assert not unknown, f"options named in the docs that no parser has: {unknown}"
+
+
+def test_options_page_lists_exactly_main_options():
+    """docs/options.md names every option of main.py, and no other."""
+    parser_options = {option for action in main.get_args_parser()._actions for option in action.option_strings
+                      if option.startswith("--")}
+    text = (ROOT / "docs" / "options.md").read_text(encoding="utf-8")
+    page_options = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text))
+    assert not parser_options - page_options, f"options of main.py missing from docs/options.md: " \
+                                              f"{sorted(parser_options - page_options)}"
+    assert not page_options - parser_options, f"docs/options.md names options main.py does not have: " \
+                                              f"{sorted(page_options - parser_options)}"
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip()).lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    _, prose = fenced_and_prose(page.read_text(encoding="utf-8"))
+    seen, found = {}, set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#* *$", prose, re.M):
+        base = slug(heading)
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        found.add(base if count == 0 else f"{base}-{count}")
+    return found
+
+
+def documented_links() -> list[tuple[str, str]]:
+    links = []
+    for page in PAGES:
+        _, prose = fenced_and_prose(page.read_text(encoding="utf-8"))
+        prose = INLINE.sub("", prose)
+        for target in LINK.findall(prose):
+            if not re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto: are not checked
+                links.append((relative(page), target))
+    return links
+
+
+LINKS = documented_links()
+
+
+def test_the_docs_have_links():
+    assert len(LINKS) >= 30, "the link reader found too few links"
+
+
+@pytest.mark.parametrize("page, target", LINKS, ids=[f"{p} -> {t}" for p, t in LINKS])
+def test_relative_link_resolves(page, target):
+    path_part, _, anchor = target.partition("#")
+    source = ROOT / page
+    destination = (source.parent / path_part).resolve() if path_part else source
+    assert destination.exists(), f"{page}: link ({target}) points to {path_part}, which does not exist"
+    if anchor and destination.suffix == ".md":
+        assert anchor in anchors(destination), \
+            f"{page}: link ({target}): {relative(destination)} has no heading with the anchor #{anchor}"
+
+
+def test_release_task_table_matches_stat_csv():
+    """docs/release.md §5 lists the 53 tasks as stat.csv does."""
+    text = (ROOT / "docs" / "release.md").read_text(encoding="utf-8")
+    section = text.split("## 5. ", 1)[1].split("\n## ", 1)[0]
+    table = [[cell.strip() for cell in row.strip("|").split("|")]
+             for row in section.splitlines() if re.match(r"\| *\d+ *\|", row)]
+    with open(ROOT / "stat.csv", newline="") as handle:
+        stat = [[str(int(r["oldid"]) + 1), r["newid"], r["name"], r["class_num"], r["train_num"], r["test_num"]]
+                for r in csv.DictReader(handle)]
+    assert table == stat
