@@ -15,6 +15,7 @@ and the per-task tables and figures are written.
 """
 import argparse
 import math
+import signal
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 import continual
 from common.console import console_log
-from common.errors import ClrError, NetworkError, RunError
+from common.errors import ClrError, NetworkError, RunError, Terminated, stop_line
 from dataset.check import check_tasks
 from dataset.preprocess import default_workers
 from dataset.sources import DataSource, check_files_exist, open_data, select_tasks, write_manifest
@@ -281,17 +282,26 @@ MODES = {"check": check, "predict": predict, "report": report, "train": train}
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console_log()
+    on_sigterm = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         mode = mode_of(args)
         with distributed.process_group():
             refuse_torchrun(args, mode)
             return MODES[mode](args)
-    except ClrError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ClrError, KeyboardInterrupt, Terminated) as error:
+        print(stop_line(error), file=sys.stderr)
+        return 130 if isinstance(error, KeyboardInterrupt) else 143 if isinstance(error, Terminated) else 2
+    except OSError as error:  # a file the code did not expect to fail: still one line, naming it
+        print(f"error: {error.filename or 'a file'}: {error.strerror or error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to continue where it stopped", file=sys.stderr)
-        return 130
+    finally:
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (preemption, a time limit) unwinds the run like Ctrl-C: atomic writes leave nothing half-written
+    and the last epoch's resume point stays."""
+    raise Terminated
 
 
 if __name__ == "__main__":

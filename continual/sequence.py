@@ -4,7 +4,7 @@ import logging
 
 import torch
 
-from common.files import atomic_path
+from common.files import save_torch
 from continual.matrix import summary, write_matrix
 from continual.method import Method, TaskData
 from dataset.loader import DeviceBatches
@@ -118,8 +118,7 @@ def save_sequence(ctx: Context, model: MultiHeadModel, method: Method, config: d
     """Everything the next task needs, atomically in one file, so a crash never leaves a mixed state."""
     state = {"config": config, "backbone": model.backbone_state(), "method": method.state_dict(),
              "records": [vars(record) for record in finished["records"]], "correct": finished["correct"]}
-    with atomic_path(ctx.layout.after_task(ctx.method)) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, ctx.layout.after_task(ctx.method))
 
 
 def restore_sequence(ctx: Context, model: MultiHeadModel, method: Method, config: dict) -> dict:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.files import atomic_path
+from common.files import save_torch
 from dataset.images import open_rgb, resize_square
 from dataset.sources import manifest_text
 from common.errors import DatasetError, warn
@@ -150,10 +150,9 @@ def _write_cache(cache_path: Path, tensors: TaskTensors) -> None:
     """Save atomically; a failure to write only costs the next run a decode, so it is a warning."""
     try:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cache_path) as tmp:
-            torch.save({field.name: getattr(tensors, field.name) for field in fields(TaskTensors)}, tmp)
-    except OSError as error:
-        warn(f"cannot write cache entry {cache_path} ({_one_line(error)}); continuing without it")
+        save_torch({field.name: getattr(tensors, field.name) for field in fields(TaskTensors)}, cache_path)
+    except OSError as error:  # a WriteError too
+        warn(f"cannot write cache entry {cache_path} ({error.strerror or _one_line(error)}); continuing without it")
 
 
 def _one_line(error: BaseException) -> str:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from common.errors import RunError, warn
-from common.files import atomic_path
+from common.files import save_torch
 from dataset.task import TaskInfo
 from inference.trained import batch_outputs
 from training.context import Context
@@ -117,7 +117,6 @@ def _save_anchor(path: Path, anchor: Anchor, fitted_on: dict, task: TaskInfo) ->
               "scaled_means": anchor.scaled_means, "std": anchor.std}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            torch.save(record, tmp)
+        save_torch(record, path)
     except OSError as error:
         warn(f"cannot save task anchor {path} ({error.strerror or error}); it will be fitted again when needed")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from common.files import atomic_path
+from common.files import save_torch
 from dataset.loader import DeviceBatches
 from network import load_task_state, task_state
 from training.record import read_saved, require_same_settings
@@ -33,8 +33,7 @@ def save_resume_point(path: Path, config: dict, model: torch.nn.Module, optimize
         "torch_rng": torch.get_rng_state(), "shuffle_rng": batches.generator.get_state(),
         "cuda_rng": torch.cuda.get_rng_state() if on_cuda else None,
     }
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    save_torch(checkpoint, path)
 
 
 def restore_resume_point(path: Path, config: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -12,7 +12,7 @@ from dataset.task import TaskSample
 from network import task_state
 from training.checkpoints import Progress, restore_resume_point, save_resume_point
 from training.context import Context
-from training.loop import BatchLoss, build_optimizer, evaluate, train_one_epoch
+from training.loop import BatchLoss, NonFiniteLoss, build_optimizer, evaluate, train_one_epoch
 
 log = logging.getLogger("clr")
 
@@ -41,8 +41,11 @@ def fit(ctx: Context, sample: TaskSample, model: torch.nn.Module, train: DeviceB
     while progress.epoch < recipe.epochs and progress.epoch - progress.best_epoch <= recipe.patience:
         progress.epoch += 1
         started = time.perf_counter()
-        loss, train_acc = train_one_epoch(stepped, optimizer, train, runtime, recipe.norm_penalty,
-                                          f"{task.name} {progress.epoch}/{recipe.epochs}", batch_loss)
+        try:
+            loss, train_acc = train_one_epoch(stepped, optimizer, train, runtime, recipe.norm_penalty,
+                                              f"{task.name} {progress.epoch}/{recipe.epochs}", batch_loss)
+        except NonFiniteLoss as error:
+            raise RunError(stopped_message(ctx, sample, str(error), progress.epoch)) from None
         broken = broken_training(loss, model)
         if broken:
             raise RunError(stopped_message(ctx, sample, broken, progress.epoch))

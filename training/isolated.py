@@ -3,11 +3,13 @@ a fresh copy of the frozen backbone, so tasks never interact. Finished tasks are
 resumes, and each task's log goes to its own file."""
 import contextlib
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
+from common.errors import ClrError, Terminated, WriteError, stop_line
 from dataset.loader import DeviceBatches
 from dataset.task import TaskSample
 from network import parameter_cost
@@ -72,15 +74,34 @@ def forget_tasks(ctx: Context, samples: list[TaskSample]) -> None:
         write_results(ctx.csv_path, rows)
 
 
+class TaskLogFile(logging.FileHandler):
+    """The task's own log file. A write that fails (a full disk) stops the run with one line, rather than the
+    logging module's traceback on stderr and a log that silently misses lines."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            raise WriteError(self.baseFilename, error) from None
+        super().handleError(record)
+
+
 @contextlib.contextmanager
 def task_log(path: Path) -> Iterator[None]:
-    """Send the log to the task's own file as well as the console while the task runs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
+    """Send the log to the task's own file as well as the console while the task runs. A run that stops inside
+    the task leaves the reason in the file too (the console gets it from main.py)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = TaskLogFile(path)
+    except OSError as error:
+        raise WriteError(path, error) from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     log.addHandler(handler)
     try:
         yield
+    except (ClrError, KeyboardInterrupt, Terminated) as error:
+        if not isinstance(error, WriteError):
+            handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, stop_line(error), None, None))
+        raise
     finally:
         log.removeHandler(handler)
         handler.close()

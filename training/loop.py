@@ -1,4 +1,5 @@
 """The inner loops: one training epoch, one evaluation, and the optimizer they share with the benchmark."""
+import math
 from collections.abc import Callable
 
 import torch
@@ -27,6 +28,16 @@ def l2_norm_penalty(params: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(params)).sum()
 
 
+CHECK_EVERY = 10  # steps between looks at the lagging copy of the running loss: the bar's update, and the NaN stop
+
+
+class NonFiniteLoss(Exception):
+    """The running training loss became NaN or infinite within an epoch (``fit`` says which task and epoch)."""
+
+    def __init__(self, loss: float, step: int) -> None:
+        super().__init__(f"the training loss became {loss} by step {step}")
+
+
 BatchLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 """(images, what the batches serve) -> (loss before the norm penalty, the task head's logits, the labels)."""
 
@@ -45,7 +56,10 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ba
                     batch_loss: BatchLoss | None = None) -> tuple[float, float]:
     """One pass over the task's training images. Returns (mean loss, accuracy); reads the device once.
 
-    ``batch_loss`` lets a continual-learning method add its own terms (default: the release's loss)."""
+    Every CHECK_EVERY steps it looks at a copy of the running loss that may lag a few steps on CUDA (it never
+    waits for the device), and stops with NonFiniteLoss once that is NaN or infinite: a broken epoch costs a
+    few steps, not the whole epoch. ``batch_loss`` lets a continual-learning method add its own terms (default:
+    the release's loss)."""
     batch_loss = batch_loss or cross_entropy_loss(model, runtime)
     model.train()
     params = model.penalised_parameters()
@@ -60,8 +74,10 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ba
         loss.backward()
         optimizer.step()
         totals += torch.stack([loss.detach() * len(labels), (logits.argmax(1) == labels).sum().float()])
-        if step % 10 == 9:
+        if step % CHECK_EVERY == CHECK_EVERY - 1:
             shown.copy_(totals, non_blocking=True)
+            if not math.isfinite(shown[0]):
+                raise NonFiniteLoss(float(shown[0]), step + 1)
             seen = min((step + 1) * batches.batch_size, batches.num_images)
             bar.set_postfix(loss=f"{shown[0] / seen:.4f}", acc=f"{shown[1] / seen:.2%}", refresh=False)
     bar.close()

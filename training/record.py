@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from common.errors import RunError
-from common.files import atomic_path
+from common.files import save_torch
 from dataset.sources import manifest_text
 from dataset.task import TaskSample
 
@@ -84,8 +84,7 @@ class TaskRecord:
         return self.config["num_classes"]
 
     def save(self, path: Path) -> None:
-        with atomic_path(path) as tmp:
-            torch.save({f.name: getattr(self, f.name) for f in fields(self)}, tmp)
+        save_torch({f.name: getattr(self, f.name) for f in fields(self)}, path)
 
     @classmethod
     def load(cls, path: Path) -> "TaskRecord":
