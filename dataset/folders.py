@@ -5,7 +5,7 @@ Labels come from the sorted class folder names of ``train/``; every image is use
 import os
 from pathlib import Path
 
-from dataset.task import DatasetError, Item, TaskInfo, TaskSample
+from dataset.task import DatasetError, Item, TaskInfo, TaskSample, require_classes
 
 TRAIN, VAL = "train", "val"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif"})
@@ -68,6 +68,7 @@ class FolderSource:
             if not classes:
                 expected = self.root / task.name / split / "<class>" / "<image>"
                 raise DatasetError(f"task {task.name} has no {split} images (expected {expected})")
+        require_classes(f"task {task.name}", list(train))
         label_map = {name: label for label, name in enumerate(train)}
         unknown = [name for name in val if name not in label_map]
         if unknown:

@@ -1,8 +1,11 @@
 """The types every part of the data pipeline shares: a task, its sample, and how data problems are reported."""
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tqdm import tqdm
+
+MIN_CLASSES = 2
 
 
 class DatasetError(Exception):
@@ -47,3 +50,10 @@ class TaskSample:
     def paths(self) -> list[str]:
         """Every image path, train then val: the order manifests, decoding and caching use."""
         return [path for path, _ in self.train + self.val]
+
+
+def require_classes(task_label: str, classes: Sequence[str]) -> None:
+    """Refuse a one-class task before training: its head could only learn to give every image that class."""
+    if len(classes) < MIN_CLASSES:
+        raise DatasetError(f"{task_label} has only {len(classes)} class ({', '.join(classes)}); "
+                           f"a task needs at least {MIN_CLASSES} classes")

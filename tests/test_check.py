@@ -1,5 +1,6 @@
 """The preflight check on synthetic DCT data and on task folders: passing, and each way of failing."""
 import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -28,6 +29,16 @@ def data(pristine, tmp_path):
 
 def table_rows(capsys) -> list[list[str]]:
     return [line.split(None, 6) for line in capsys.readouterr().out.splitlines()]
+
+
+def write_pets(root: Path, classes: tuple[str, ...] = ("cat", "dog")) -> None:
+    """A folder task of real images: 3 train and 1 val per class."""
+    for split, count in (("train", 3), ("val", 1)):
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                Image.fromarray(noise(index + 10 * label, 40, 30)).save(folder / f"{index}.png")
 
 
 def test_a_sound_folder_passes_with_a_row_per_task_and_manifests(pristine, tmp_path, capsys):
@@ -96,12 +107,7 @@ def test_a_task_that_cannot_be_sampled_fails_alone(pristine, tmp_path, capsys):
 
 def test_task_folders_are_checked_the_same_way(tmp_path, capsys):
     root = tmp_path / "mine"
-    for split, count in (("train", 3), ("val", 1)):
-        for label, name in enumerate(("cat", "dog")):
-            folder = root / "pets" / split / name
-            folder.mkdir(parents=True)
-            for index in range(count):
-                Image.fromarray(noise(index + 10 * label, 40, 30)).save(folder / f"{index}.png")
+    write_pets(root / "pets")
     (root / "pets" / "val" / "dog" / "broken.jpg").write_bytes(b"")
     source = open_data(root)
 
@@ -110,3 +116,17 @@ def test_task_folders_are_checked_the_same_way(tmp_path, capsys):
     assert problems == [f"pets: 1 of 9 images under {root} cannot be read: "
                         f"pets/val/dog/broken.jpg: cannot identify image file '{root}/pets/val/dog/broken.jpg'"]
     assert table_rows(capsys)[1:] == [["0", "1", "pets", "2", "6", "3", "1 unreadable images"]]
+
+
+def test_a_folder_task_with_one_class_is_a_mismatch(tmp_path, capsys):
+    root = tmp_path / "mine"
+    write_pets(root / "pets")
+    write_pets(root / "solo", classes=("cat",))
+    source = open_data(root)
+
+    problems = check_tasks(source, source.tasks, tmp_path / "result", workers=0)
+
+    assert problems == ["solo: task solo has only 1 class (cat); a task needs at least 2 classes"]
+    assert [row[6] for row in table_rows(capsys)[1:]] == ["OK", "cannot sample"]
+    assert sorted(path.name for path in (tmp_path / "result").iterdir()) == ["pets"]
+

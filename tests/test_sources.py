@@ -108,13 +108,14 @@ def test_dct_detected_by_images_folder_requires_the_database(tmp_path):
 
 
 def test_dct_tasks_come_from_the_default_or_given_stat(tmp_path):
-    write_database(tmp_path, [image(1, 0), image(1, 0, split=1)], datasets=((1, "scenes"),))
+    write_database(tmp_path, [image(1, 0), image(2, 0), image(1, 0, split=1)], datasets=((1, "scenes"),))
     source = open_data(tmp_path)
     assert (source.kind, source.root, source.tasks) == ("dct", tmp_path, read_stat(DEFAULT_STAT))
     stat = write(tmp_path / "mine.csv", HEADER + "0,1,scenes,1,1,1\n")
     source = open_data(tmp_path, stat)
     assert source.tasks == [TaskInfo(0, 1, "scenes", 1, 1, 1)]
-    assert source.sample(source.tasks[0]).train == (("original_images/scenes/train/1_0.jpg", 0),)
+    assert source.sample(source.tasks[0]).train == (("original_images/scenes/train/1_0.jpg", 0),
+                                                    ("original_images/scenes/train/2_0.jpg", 1))
 
 
 # --- your own tasks (ImageFolder convention) ----------------------------------------------------------------
@@ -124,7 +125,8 @@ def make_folder_tasks(root: Path) -> None:
                      "stars/train/a/deep/y.webp", "stars/train/a/notes.txt", "stars/train/a/.hidden.png",
                      "stars/train/a/.thumbs/t.png", "stars/train/.cache/z.png",
                      "stars/val/b/v.bmp", "stars/val/a/w.tif",
-                     "clouds/train/only/c.gif", "clouds/val/only/d.ppm", "clouds/val/empty/.keep"]:
+                     "clouds/train/cirrus/c.gif", "clouds/train/cumulus/e.png", "clouds/val/cirrus/d.ppm",
+                     "clouds/val/empty/.keep"]:
         write(root / relative)
     write(root / "README.txt")
     (root / "results").mkdir()  # no train/: not a task
@@ -142,7 +144,8 @@ def test_folder_tasks_are_sorted_and_every_image_is_taken(tmp_path):
         val=(("stars/val/a/w.tif", 0), ("stars/val/b/v.bmp", 1)))
     clouds = source.sample(source.tasks[0])
     assert (clouds.classes, clouds.train, clouds.val) == (
-        ("only",), (("clouds/train/only/c.gif", 0),), (("clouds/val/only/d.ppm", 0),))
+        ("cirrus", "cumulus"), (("clouds/train/cirrus/c.gif", 0), ("clouds/train/cumulus/e.png", 1)),
+        (("clouds/val/cirrus/d.ppm", 0),))
 
 
 def test_folder_tasks_from_a_stat_file(tmp_path):
@@ -158,11 +161,13 @@ def test_folder_tasks_from_a_stat_file(tmp_path):
 
 
 @pytest.mark.parametrize("files, message", [
-    (["t/train/a/1.png", "t/val/c/2.png", "t/val/d/3.png"], "task t: validation class(es) absent from train/: c, d"),
+    (["t/train/a/1.png", "t/train/b/4.png", "t/val/c/2.png", "t/val/d/3.png"],
+     "task t: validation class(es) absent from train/: c, d"),
     (["t/train/a/1.png", "t/val/a/notes.txt"], "task t has no val images (expected {root}/t/val/<class>/<image>)"),
-    (["t/train/a/1.png"], "task t has no val images (expected {root}/t/val/<class>/<image>)"),
+    (["t/train/a/1.png", "t/train/b/2.png"], "task t has no val images (expected {root}/t/val/<class>/<image>)"),
     (["t/train/readme.txt", "t/val/a/1.png"], "task t has no train images (expected {root}/t/train/<class>/<image>)"),
     (["t/train/a/1.png", "t/train/b/x.txt", "t/val/a/2.png"], "task t: train class folder(s) without images: b"),
+    (["t/train/a/1.png", "t/val/a/2.png"], "task t has only 1 class (a); a task needs at least 2 classes"),
 ])
 def test_folder_task_errors(tmp_path, files, message):
     for relative in files:
