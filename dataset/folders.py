@@ -59,15 +59,17 @@ class FolderSource:
 
     def sample(self, task: TaskInfo) -> TaskSample:
         """Every image of the task, labelled by the sorted class names of its train split."""
-        train = class_images(self.root / task.name / TRAIN)
-        empty = [name for name, images in train.items() if not images]
+        folder = self.root / task.name
+        train, val = class_images(folder / TRAIN), class_images(folder / VAL)
+        empty = [str(folder / split / name) for split, classes in ((TRAIN, train), (VAL, val))
+                 for name, images in classes.items() if not images]
         if empty:
-            raise DatasetError(f"task {task.name}: train class folder(s) without images: {', '.join(empty)}")
-        val = {name: images for name, images in class_images(self.root / task.name / VAL).items() if images}
+            raise DatasetError(f"task {task.name}: class folder(s) without images: {', '.join(empty)} "
+                               "(add images or remove the folder)")
         for split, classes in ((TRAIN, train), (VAL, val)):
             if not classes:
-                expected = self.root / task.name / split / "<class>" / "<image>"
-                raise DatasetError(f"task {task.name} has no {split} images (expected {expected})")
+                raise DatasetError(f"task {task.name} has no {split} images "
+                                   f"(expected {folder / split / '<class>' / '<image>'})")
         require_classes(f"task {task.name}", list(train))
         label_map = {name: label for label, name in enumerate(train)}
         unknown = [name for name in val if name not in label_map]

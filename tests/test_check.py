@@ -118,15 +118,19 @@ def test_task_folders_are_checked_the_same_way(tmp_path, capsys):
     assert table_rows(capsys)[1:] == [["0", "1", "pets", "2", "6", "3", "1 unreadable images"]]
 
 
-def test_a_folder_task_with_one_class_is_a_mismatch(tmp_path, capsys):
+def test_folder_tasks_that_cannot_train_are_mismatches(tmp_path, capsys):
     root = tmp_path / "mine"
     write_pets(root / "pets")
     write_pets(root / "solo", classes=("cat",))
+    write_pets(root / "sparse")
+    (root / "sparse" / "val" / "fox").mkdir()
     source = open_data(root)
 
     problems = check_tasks(source, source.tasks, tmp_path / "result", workers=0)
 
-    assert problems == ["solo: task solo has only 1 class (cat); a task needs at least 2 classes"]
-    assert [row[6] for row in table_rows(capsys)[1:]] == ["OK", "cannot sample"]
+    assert problems == ["solo: task solo has only 1 class (cat); a task needs at least 2 classes",
+                        f"sparse: task sparse: class folder(s) without images: {root}/sparse/val/fox "
+                        "(add images or remove the folder)"]
+    assert [row[6] for row in table_rows(capsys)[1:]] == ["OK", "cannot sample", "cannot sample"]
     assert sorted(path.name for path in (tmp_path / "result").iterdir()) == ["pets"]
 

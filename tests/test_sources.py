@@ -125,8 +125,7 @@ def make_folder_tasks(root: Path) -> None:
                      "stars/train/a/deep/y.webp", "stars/train/a/notes.txt", "stars/train/a/.hidden.png",
                      "stars/train/a/.thumbs/t.png", "stars/train/.cache/z.png",
                      "stars/val/b/v.bmp", "stars/val/a/w.tif",
-                     "clouds/train/cirrus/c.gif", "clouds/train/cumulus/e.png", "clouds/val/cirrus/d.ppm",
-                     "clouds/val/empty/.keep"]:
+                     "clouds/train/cirrus/c.gif", "clouds/train/cumulus/e.png", "clouds/val/cirrus/d.ppm"]:
         write(root / relative)
     write(root / "README.txt")
     (root / "results").mkdir()  # no train/: not a task
@@ -163,10 +162,12 @@ def test_folder_tasks_from_a_stat_file(tmp_path):
 @pytest.mark.parametrize("files, message", [
     (["t/train/a/1.png", "t/train/b/4.png", "t/val/c/2.png", "t/val/d/3.png"],
      "task t: validation class(es) absent from train/: c, d"),
-    (["t/train/a/1.png", "t/val/a/notes.txt"], "task t has no val images (expected {root}/t/val/<class>/<image>)"),
     (["t/train/a/1.png", "t/train/b/2.png"], "task t has no val images (expected {root}/t/val/<class>/<image>)"),
     (["t/train/readme.txt", "t/val/a/1.png"], "task t has no train images (expected {root}/t/train/<class>/<image>)"),
-    (["t/train/a/1.png", "t/train/b/x.txt", "t/val/a/2.png"], "task t: train class folder(s) without images: b"),
+    (["t/train/a/1.png", "t/train/b/x.txt", "t/val/a/2.png"],
+     "task t: class folder(s) without images: {root}/t/train/b (add images or remove the folder)"),
+    (["t/train/a/1.png", "t/train/b/2.png", "t/val/a/3.png", "t/val/b/notes.txt", "t/val/c/.keep"],
+     "task t: class folder(s) without images: {root}/t/val/b, {root}/t/val/c (add images or remove the folder)"),
     (["t/train/a/1.png", "t/val/a/2.png"], "task t has only 1 class (a); a task needs at least 2 classes"),
 ])
 def test_folder_task_errors(tmp_path, files, message):
