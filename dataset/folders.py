@@ -1,8 +1,15 @@
 """Your own tasks in the ImageFolder convention: ``DATA/<task>/train/<class>/<image>`` and ``.../val/...``.
 
 Labels come from the sorted class folder names of ``train/``; every image is used (no sampling, no cap).
+
+Names must be valid UTF-8. On Linux a name that is not (``café`` saved in Latin-1, say) reaches Python with
+surrogate escapes, which UTF-8 text (manifests, cache keys, result CSVs, reports) cannot hold. Such a name is
+refused as the task's folders are listed, before any training, in one line that shows its bad bytes: a file
+is easily renamed, and every output then names exactly the files that were used. (The DCT layout takes its
+names from its database, whose text sqlite refuses in one line unless it is UTF-8.)
 """
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from dataset.task import DatasetError, Item, TaskInfo, TaskSample, require_classes
@@ -20,7 +27,20 @@ def task_folder_names(root: Path) -> list[str]:
 
 def discover_tasks(root: Path) -> list[TaskInfo]:
     """Tasks in sorted folder order when no stat file names them; nothing recorded their counts."""
-    return [TaskInfo(order=order, task_id=order + 1, name=name) for order, name in enumerate(task_folder_names(root))]
+    names = task_folder_names(root)
+    require_utf8_names(root, names)
+    return [TaskInfo(order=order, task_id=order + 1, name=name) for order, name in enumerate(names)]
+
+
+def require_utf8_names(folder: Path, relative_paths: Iterable[str]) -> None:
+    """Refuse the first path below ``folder`` that is not valid UTF-8, its undecodable bytes shown as \\xNN."""
+    for relative in relative_paths:
+        try:
+            relative.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(folder / relative).decode("utf-8", "backslashreplace")
+            raise DatasetError(f"{shown} is not a valid UTF-8 name (bytes shown as \\xNN): rename it, since "
+                               "manifests and results store names as UTF-8 text") from None
 
 
 def is_image_file(name: str) -> bool:
@@ -38,11 +58,14 @@ def images_below(folder: Path) -> list[str]:
 
 
 def class_images(split_folder: Path) -> dict[str, list[str]]:
-    """Each visible class folder of a split, in sorted name order, with its sorted image paths."""
+    """Each visible class folder of a split, in sorted name order, with its sorted image paths (UTF-8 names)."""
     if not split_folder.is_dir():
         return {}
     names = sorted(entry.name for entry in split_folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
-    return {name: images_below(split_folder / name) for name in names}
+    classes = {name: images_below(split_folder / name) for name in names}
+    require_utf8_names(split_folder, names + [f"{name}/{image}" for name, images in classes.items()
+                                              for image in images])
+    return classes
 
 
 class FolderSource:

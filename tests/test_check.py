@@ -1,4 +1,5 @@
 """The preflight check on synthetic DCT data and on task folders: passing, and each way of failing."""
+import os
 import shutil
 from pathlib import Path
 
@@ -134,3 +135,16 @@ def test_folder_tasks_that_cannot_train_are_mismatches(tmp_path, capsys):
     assert [row[6] for row in table_rows(capsys)[1:]] == ["OK", "cannot sample", "cannot sample"]
     assert sorted(path.name for path in (tmp_path / "result").iterdir()) == ["pets"]
 
+
+def test_a_file_name_that_is_not_utf8_is_a_mismatch_naming_it(tmp_path, capsys):
+    root = tmp_path / "mine"
+    write_pets(root / "pets")
+    os.close(os.open(os.fsencode(root / "pets" / "train" / "dog") + b"/caf\xe9.png", os.O_CREAT | os.O_WRONLY))
+    source = open_data(root)
+
+    problems = check_tasks(source, source.tasks, tmp_path / "result", workers=0)
+
+    assert problems == [f"pets: {root}/pets/train/dog/caf\\xe9.png is not a valid UTF-8 name (bytes shown as \\xNN): "
+                        "rename it, since manifests and results store names as UTF-8 text"]
+    assert table_rows(capsys)[1:] == [["0", "1", "pets", "-", "-", "-", "cannot sample"]]
+    assert not (tmp_path / "result" / "pets").exists()

@@ -1,5 +1,6 @@
 """Stat files, data-folder detection, task selection, ImageFolder tasks, manifests and the file-existence check."""
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -177,6 +178,41 @@ def test_folder_task_errors(tmp_path, files, message):
     with pytest.raises(DatasetError) as error:
         source.sample(source.tasks[0])
     assert str(error.value) == message.format(root=tmp_path)
+
+
+def write_bytes_named(root: Path, relative: bytes) -> None:
+    """An empty file at a path given as bytes, as a camera or another OS may name it."""
+    path = os.fsencode(root) + b"/" + relative
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY))
+
+
+def not_utf8_message(shown: str) -> str:
+    return (f"{shown} is not a valid UTF-8 name (bytes shown as \\xNN): rename it, since manifests and results "
+            "store names as UTF-8 text")
+
+
+@pytest.mark.parametrize("bad_file, shown", [
+    (b"p\xc3\xa9ts/train/a/caf\xe9.png", "péts/train/a/caf\\xe9.png"),  # valid UTF-8 stays as it is
+    (b"p\xc3\xa9ts/val/caf\xe9/1.png", "péts/val/caf\\xe9"),
+    (b"p\xc3\xa9ts/val/caf\xe9/.keep", "péts/val/caf\\xe9"),  # also when the class folder is empty
+])
+def test_a_name_that_is_not_utf8_is_refused_with_its_bytes_shown(tmp_path, bad_file, shown):
+    for relative in ["péts/train/a/1.png", "péts/train/b/2.png", "péts/val/a/3.png"]:
+        write(tmp_path / relative)
+    write_bytes_named(tmp_path, bad_file)
+    source = open_data(tmp_path)
+    with pytest.raises(DatasetError) as error:
+        source.sample(source.tasks[0])
+    assert str(error.value) == not_utf8_message(f"{tmp_path}/{shown}")
+
+
+def test_a_task_folder_name_that_is_not_utf8_is_refused_when_tasks_are_listed(tmp_path):
+    write(tmp_path / "fine" / "train" / "a" / "1.png")
+    write_bytes_named(tmp_path, b"caf\xe9/train/a/1.png")
+    with pytest.raises(DatasetError) as error:
+        open_data(tmp_path)
+    assert str(error.value) == not_utf8_message(f"{tmp_path}/caf\\xe9")
 
 
 # --- manifests and the file-existence check -----------------------------------------------------------------
