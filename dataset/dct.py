@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from common.errors import DatasetError, warn
-from dataset.task import Item, TaskInfo, TaskSample
+from dataset.task import Item, TaskInfo, TaskSample, require_classes
 
 DATABASE = Path("rolling_releases") / "database_2.sqlite"
 IMAGES = "original_images"
@@ -128,6 +128,7 @@ class DctSource:
     def _sample(self, connection: sqlite3.Connection, task: TaskInfo) -> TaskSample:
         folder = f"{IMAGES}/{self._dataset_name(connection, task)}"
         train_groups = self._groups(connection, task, TRAIN_SET)
+        require_classes(f"task {task.task_id} ({task.name})", [str(class_id) for class_id in train_groups])
         label_map = first_appearance_labels(train_groups)
         num_classes = min(len(train_groups), MAX_CLASSES)
         val_groups = self._groups(connection, task, VAL_SET)

@@ -93,7 +93,9 @@ def task_cache_key(root: Path, sample: TaskSample, size: int) -> str:
     Each image's byte size and modification time are included, so an edited image gives a new key.
     """
     digest = hashlib.sha256()
-    digest.update(f"clr task tensors v{CACHE_FORMAT}\nsize {size}\nroot {Path(root).resolve()}\n".encode())
+    # surrogateescape: a data root whose name is not UTF-8 hashes as its bytes (other roots hash as before)
+    digest.update(f"clr task tensors v{CACHE_FORMAT}\nsize {size}\nroot {Path(root).resolve()}\n"
+                  .encode("utf-8", "surrogateescape"))
     digest.update(manifest_text(sample).encode())
     for path in sample.paths:
         try:

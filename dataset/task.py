@@ -1,6 +1,10 @@
-"""The types every part of the data pipeline shares: a task and its sample."""
+"""The types every part of the data pipeline shares: a task and its sample, and the rule every task obeys."""
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from common.errors import DatasetError
+
+MIN_CLASSES = 2
 
 Item = tuple[str, int]
 """One image: its path relative to the data root (e.g. ``original_images/scenes/...``) and its label."""
@@ -35,3 +39,10 @@ class TaskSample:
     def paths(self) -> list[str]:
         """Every image path, train then val: the order manifests, decoding and caching use."""
         return [path for path, _ in self.train + self.val]
+
+
+def require_classes(task_label: str, classes: Sequence[str]) -> None:
+    """Refuse a one-class task before training: its head could only learn to give every image that class."""
+    if len(classes) < MIN_CLASSES:
+        raise DatasetError(f"{task_label} has only {len(classes)} class ({', '.join(classes)}); "
+                           f"a task needs at least {MIN_CLASSES} classes")

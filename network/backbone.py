@@ -33,6 +33,7 @@ def load_backbone(arch: str, weights: str) -> models.ResNet:
         path = _existing_file(weights)
         state = _read_state_dict(path)
         _check_fits(state, arch, path)
+        _check_finite(state, path)
         network.load_state_dict(state, strict=False)  # only the unused head and optional counters are absent
     network.eval()
     network.requires_grad_(False)
@@ -143,6 +144,13 @@ def _check_fits(state: dict[str, torch.Tensor], arch: str, path: Path) -> None:
         raise NetworkError(f"weights file {path} looks like another architecture than {arch}: {key} has "
                            f"shape {list(state[key].shape)}, {arch} expects {list(expected[key])}")
     raise NetworkError(f"weights file {path} does not fit {arch}: {describe_key_difference(missing, unexpected)}")
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """A NaN or inf in a frozen backbone would make every task's loss NaN from its first batch; say where it is."""
+    key = next((key for key, value in state.items() if not torch.isfinite(value).all()), None)
+    if key is not None:
+        raise NetworkError(f"weights file {path} holds a non-finite value (NaN or inf) in {key}")
 
 
 def _differences(state: dict[str, torch.Tensor],

@@ -1,4 +1,5 @@
 """The preflight check on synthetic DCT data and on task folders: passing, and each way of failing."""
+import os
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,16 @@ def copied(data, tmp_path):
 
 def table_rows(capsys) -> list[list[str]]:
     return [line.split(None, 6) for line in capsys.readouterr().out.splitlines()]
+
+
+def write_pets(root: Path, classes: tuple[str, ...] = ("cat", "dog")) -> None:
+    """A folder task of real images: 3 train and 1 val per class."""
+    for split, count in (("train", 3), ("val", 1)):
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                Image.fromarray(noise(index + 10 * label, 40, 30)).save(folder / f"{index}.png")
 
 
 def test_a_sound_folder_passes_with_a_row_per_task_and_manifests(data, tmp_path, capsys):
@@ -94,12 +105,7 @@ def test_a_task_that_cannot_be_sampled_fails_alone(data, tmp_path, capsys):
 
 def test_task_folders_are_checked_the_same_way(tmp_path, capsys):
     root = tmp_path / "mine"
-    for split, count in (("train", 3), ("val", 1)):
-        for label, name in enumerate(("cat", "dog")):
-            folder = root / "pets" / split / name
-            folder.mkdir(parents=True)
-            for index in range(count):
-                Image.fromarray(noise(index + 10 * label, 40, 30)).save(folder / f"{index}.png")
+    write_pets(root / "pets")
     (root / "pets" / "val" / "dog" / "broken.jpg").write_bytes(b"")
     source = open_data(root)
 
@@ -108,3 +114,34 @@ def test_task_folders_are_checked_the_same_way(tmp_path, capsys):
     assert problems == [f"pets: 1 of 9 images under {root} cannot be read: "
                         f"pets/val/dog/broken.jpg: cannot identify image file '{root}/pets/val/dog/broken.jpg'"]
     assert table_rows(capsys)[1:] == [["0", "1", "pets", "2", "6", "3", "1 unreadable images"]]
+
+
+def test_folder_tasks_that_cannot_train_are_mismatches(tmp_path, capsys):
+    root = tmp_path / "mine"
+    write_pets(root / "pets")
+    write_pets(root / "solo", classes=("cat",))
+    write_pets(root / "sparse")
+    (root / "sparse" / "val" / "fox").mkdir()
+    source = open_data(root)
+
+    problems = check_tasks(source, source.tasks, manifests(tmp_path / "result"), workers=0)
+
+    assert problems == ["solo: task solo has only 1 class (cat); a task needs at least 2 classes",
+                        f"sparse: task sparse: class folder(s) without images: {root}/sparse/val/fox "
+                        "(add images or remove the folder)"]
+    assert [row[6] for row in table_rows(capsys)[1:]] == ["OK", "cannot sample", "cannot sample"]
+    assert sorted(path.name for path in (tmp_path / "result").iterdir()) == ["pets"]
+
+
+def test_a_file_name_that_is_not_utf8_is_a_mismatch_naming_it(tmp_path, capsys):
+    root = tmp_path / "mine"
+    write_pets(root / "pets")
+    os.close(os.open(os.fsencode(root / "pets" / "train" / "dog") + b"/caf\xe9.png", os.O_CREAT | os.O_WRONLY))
+    source = open_data(root)
+
+    problems = check_tasks(source, source.tasks, manifests(tmp_path / "result"), workers=0)
+
+    assert problems == [f"pets: {root}/pets/train/dog/caf\\xe9.png is not a valid UTF-8 name (bytes shown as \\xNN): "
+                        "rename it, since manifests and results store names as UTF-8 text"]
+    assert table_rows(capsys)[1:] == [["0", "1", "pets", "-", "-", "-", "cannot sample"]]
+    assert not (tmp_path / "result" / "pets").exists()

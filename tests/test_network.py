@@ -514,6 +514,20 @@ def test_weights_file_of_another_architecture(backbones, tmp_path):
         load_backbone("resnet18", str(path))
 
 
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
+def test_weights_file_with_a_non_finite_value(backbones, tmp_path, bad_value):
+    state = dict(backbones["resnet18"].state_dict())
+    state["fc.weight"] = torch.full((1000, 512), float("nan"))  # the unused head is not checked
+    for key in ("layer1.0.conv1.weight", "layer3.1.bn2.running_var"):
+        state[key] = state[key].clone()
+        state[key].view(-1)[5] = bad_value
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(NetworkError) as error:
+        load_backbone("resnet18", str(path))
+    assert str(error.value) == f"weights file {path} holds a non-finite value (NaN or inf) in layer1.0.conv1.weight"
+
+
 def test_offline_imagenet_says_what_to_do(monkeypatch, tmp_path):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no route to host")

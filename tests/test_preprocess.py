@@ -1,6 +1,7 @@
 """Parallel decode, its error report, and the on-disk cache of decoded tasks (reuse and invalidation)."""
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,6 +150,15 @@ def test_the_key_follows_manifest_size_and_root(mixed, tmp_path):
     assert key == task_cache_key(root, replace(sample, task=replace(sample.task, name="renamed")), SIZE)
     assert len({key, task_cache_key(root, relabelled, SIZE), task_cache_key(root, reordered, SIZE),
                 task_cache_key(root, sample, 64), task_cache_key(tmp_path, sample, SIZE)}) == 5
+
+
+def test_a_data_root_whose_name_is_not_utf8_is_cached(tmp_path):
+    root = Path(os.fsdecode(os.fsencode(tmp_path) + b"/d\xe9ta"))  # names inside the data are refused elsewhere
+    sample = make_sample(write_mixed_images(root / "images"))
+    cache = tmp_path / "cache"
+    first = load_task_tensors(root, sample, SIZE, cache, workers=0)
+    assert [entry.name for entry in cache.iterdir()] == [f"{task_cache_key(root, sample, SIZE)}.pt"]
+    assert_same_tensors(first, load_task_tensors(root, sample, SIZE, cache_dir=None, workers=0))
 
 
 def test_a_changed_manifest_is_decoded_again(mixed, tmp_path, monkeypatch):

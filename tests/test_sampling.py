@@ -159,11 +159,18 @@ def test_validation_class_absent_from_train_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("files, split", [
     (images(1, 2, VAL) + [image(1, 5, problem=1)], "train"),
-    (images(1, 2) + [image(1, 5, VAL, problem=1), image(1, 6, TEST)], "validation"),
+    (images(1, 2) + images(2, 1) + [image(1, 5, VAL, problem=1), image(1, 6, TEST)], "validation"),
 ])
 def test_split_without_rows_is_an_error(tmp_path, files, split):
     database = tmp_path / "rolling_releases" / "database_2.sqlite"
     with pytest.raises(DatasetError, match=f"^task 1 \\(toy\\) has no {split} rows in {database}$"):
+        sample(tmp_path, files)
+
+
+def test_a_task_with_one_class_is_an_error(tmp_path):
+    files = images(3, 4) + images(3, 2, VAL)
+    with pytest.raises(DatasetError, match=r"^task 1 \(toy\) has only 1 class \(3\); "
+                                           r"a task needs at least 2 classes$"):
         sample(tmp_path, files)
 
 
@@ -175,7 +182,7 @@ def test_task_not_in_datasets_table(tmp_path):
 
 
 def test_stat_name_disagreeing_with_database_warns_and_uses_the_database_folder(tmp_path, capsys):
-    database = write_database(tmp_path, images(1, 1) + images(1, 1, split=VAL))
+    database = write_database(tmp_path, images(1, 1) + images(2, 1) + images(1, 1, split=VAL))
     task = TaskInfo(order=0, task_id=1, name="scenes")
     sample = DctSource(tmp_path, [task]).sample(task)
     assert capsys.readouterr().err == (f"warning: task 1 is named 'scenes' in the stat file but 'toy' in {database}; "

@@ -1,5 +1,6 @@
 """Stat files, data-folder detection, task selection, ImageFolder tasks, manifests and the file-existence check."""
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -109,13 +110,14 @@ def test_dct_detected_by_images_folder_requires_the_database(tmp_path):
 
 
 def test_dct_tasks_come_from_the_default_or_given_stat(tmp_path):
-    write_database(tmp_path, [image(1, 0), image(1, 0, split=1)], datasets=((1, "scenes"),))
+    write_database(tmp_path, [image(1, 0), image(2, 0), image(1, 0, split=1)], datasets=((1, "scenes"),))
     source = open_data(tmp_path)
     assert (source.kind, source.root, source.tasks) == ("dct", tmp_path, read_stat(DEFAULT_STAT))
     stat = write(tmp_path / "mine.csv", HEADER + "0,1,scenes,1,1,1\n")
     source = open_data(tmp_path, stat)
     assert source.tasks == [TaskInfo(0, 1, "scenes", 1, 1, 1)]
-    assert source.sample(source.tasks[0]).train == (("original_images/scenes/train/1_0.jpg", 0),)
+    assert source.sample(source.tasks[0]).train == (("original_images/scenes/train/1_0.jpg", 0),
+                                                    ("original_images/scenes/train/2_0.jpg", 1))
 
 
 # --- your own tasks (ImageFolder convention) ----------------------------------------------------------------
@@ -125,7 +127,7 @@ def make_folder_tasks(root: Path) -> None:
                      "stars/train/a/deep/y.webp", "stars/train/a/notes.txt", "stars/train/a/.hidden.png",
                      "stars/train/a/.thumbs/t.png", "stars/train/.cache/z.png",
                      "stars/val/b/v.bmp", "stars/val/a/w.tif",
-                     "clouds/train/only/c.gif", "clouds/val/only/d.ppm", "clouds/val/empty/.keep"]:
+                     "clouds/train/cirrus/c.gif", "clouds/train/cumulus/e.png", "clouds/val/cirrus/d.ppm"]:
         write(root / relative)
     write(root / "README.txt")
     (root / "results").mkdir()  # no train/: not a task
@@ -143,7 +145,8 @@ def test_folder_tasks_are_sorted_and_every_image_is_taken(tmp_path):
         val=(("stars/val/a/w.tif", 0), ("stars/val/b/v.bmp", 1)))
     clouds = source.sample(source.tasks[0])
     assert (clouds.classes, clouds.train, clouds.val) == (
-        ("only",), (("clouds/train/only/c.gif", 0),), (("clouds/val/only/d.ppm", 0),))
+        ("cirrus", "cumulus"), (("clouds/train/cirrus/c.gif", 0), ("clouds/train/cumulus/e.png", 1)),
+        (("clouds/val/cirrus/d.ppm", 0),))
 
 
 def test_folder_tasks_from_a_stat_file(tmp_path):
@@ -159,11 +162,15 @@ def test_folder_tasks_from_a_stat_file(tmp_path):
 
 
 @pytest.mark.parametrize("files, message", [
-    (["t/train/a/1.png", "t/val/c/2.png", "t/val/d/3.png"], "task t: validation class(es) absent from train/: c, d"),
-    (["t/train/a/1.png", "t/val/a/notes.txt"], "task t has no val images (expected {root}/t/val/<class>/<image>)"),
-    (["t/train/a/1.png"], "task t has no val images (expected {root}/t/val/<class>/<image>)"),
+    (["t/train/a/1.png", "t/train/b/4.png", "t/val/c/2.png", "t/val/d/3.png"],
+     "task t: validation class(es) absent from train/: c, d"),
+    (["t/train/a/1.png", "t/train/b/2.png"], "task t has no val images (expected {root}/t/val/<class>/<image>)"),
     (["t/train/readme.txt", "t/val/a/1.png"], "task t has no train images (expected {root}/t/train/<class>/<image>)"),
-    (["t/train/a/1.png", "t/train/b/x.txt", "t/val/a/2.png"], "task t: train class folder(s) without images: b"),
+    (["t/train/a/1.png", "t/train/b/x.txt", "t/val/a/2.png"],
+     "task t: class folder(s) without images: {root}/t/train/b (add images or remove the folder)"),
+    (["t/train/a/1.png", "t/train/b/2.png", "t/val/a/3.png", "t/val/b/notes.txt", "t/val/c/.keep"],
+     "task t: class folder(s) without images: {root}/t/val/b, {root}/t/val/c (add images or remove the folder)"),
+    (["t/train/a/1.png", "t/val/a/2.png"], "task t has only 1 class (a); a task needs at least 2 classes"),
 ])
 def test_folder_task_errors(tmp_path, files, message):
     for relative in files:
@@ -172,6 +179,41 @@ def test_folder_task_errors(tmp_path, files, message):
     with pytest.raises(DatasetError) as error:
         source.sample(source.tasks[0])
     assert str(error.value) == message.format(root=tmp_path)
+
+
+def write_bytes_named(root: Path, relative: bytes) -> None:
+    """An empty file at a path given as bytes, as a camera or another OS may name it."""
+    path = os.fsencode(root) + b"/" + relative
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY))
+
+
+def not_utf8_message(shown: str) -> str:
+    return (f"{shown} is not a valid UTF-8 name (bytes shown as \\xNN): rename it, since manifests and results "
+            "store names as UTF-8 text")
+
+
+@pytest.mark.parametrize("bad_file, shown", [
+    (b"p\xc3\xa9ts/train/a/caf\xe9.png", "péts/train/a/caf\\xe9.png"),  # valid UTF-8 stays as it is
+    (b"p\xc3\xa9ts/val/caf\xe9/1.png", "péts/val/caf\\xe9"),
+    (b"p\xc3\xa9ts/val/caf\xe9/.keep", "péts/val/caf\\xe9"),  # also when the class folder is empty
+])
+def test_a_name_that_is_not_utf8_is_refused_with_its_bytes_shown(tmp_path, bad_file, shown):
+    for relative in ["péts/train/a/1.png", "péts/train/b/2.png", "péts/val/a/3.png"]:
+        write(tmp_path / relative)
+    write_bytes_named(tmp_path, bad_file)
+    source = open_data(tmp_path)
+    with pytest.raises(DatasetError) as error:
+        source.sample(source.tasks[0])
+    assert str(error.value) == not_utf8_message(f"{tmp_path}/{shown}")
+
+
+def test_a_task_folder_name_that_is_not_utf8_is_refused_when_tasks_are_listed(tmp_path):
+    write(tmp_path / "fine" / "train" / "a" / "1.png")
+    write_bytes_named(tmp_path, b"caf\xe9/train/a/1.png")
+    with pytest.raises(DatasetError) as error:
+        open_data(tmp_path)
+    assert str(error.value) == not_utf8_message(f"{tmp_path}/caf\\xe9")
 
 
 # --- manifests and the file-existence check -----------------------------------------------------------------
