@@ -1,6 +1,6 @@
 """One command, every GPU figure, one report: the acceptance run of a CUDA machine.
 
-    python benchmarks/acceptance.py                         # on one GPU: about 6-8 minutes on an H100/H200
+    python benchmarks/acceptance.py                         # on one GPU: sized for under 8 minutes on an H100/H200
     python benchmarks/acceptance.py --steps speed torchrun  # a subset, in the usual order
     python benchmarks/acceptance.py --quick                 # the same steps on the CPU at tiny sizes (1-2 minutes)
 
@@ -14,6 +14,12 @@ one still runs):
   run         a short real run that ends with main.py's verified report
   nan         a diverging run (--lr 1e30 --precision bf16) stops with exit 2, one error line, no weights file
   projection  the wall time of the 53 tasks x 60 epochs from the measured rates and stat.csv's counts
+
+On a GPU every run uses ResNet-50 with --weights none: parity at 64 px for 15 epochs (as tests/test_cuda_parity.py,
+its two runs side by side), speed.py at 224 px (the compiled run with --repeats 1), torchrun on 4 equal 15-class
+tasks for 5 epochs, the run on the 3 demo tasks at 224 px for 3 epochs. All runs use the first GPU this process may
+use. --quick uses resnet18, 32 px, 1-2 epochs, 3-class torchrun tasks, one thread per process, and speed.py
+--compile with compiling disabled (TORCH_COMPILE_DISABLE=1: inductor needs minutes on a small CPU).
 
 The peak GPU memory of every process is read from the task logs' "peak GPU memory <N> MiB" lines (null on the CPU).
 Everything runs through main.py's and speed.py's command lines, with this Python, --weights none and synthetic
@@ -94,6 +100,12 @@ class StepFailed(Exception):
         self.tail = tail
 
 
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--result", type=Path, default=Path("result"), help="where the JSON, the markdown and the "
@@ -104,7 +116,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "32 px, 1-2 epochs, 1 and 2 torchrun processes), to check the command itself")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto = cuda when available (default); --quick always uses the CPU")
-    parser.add_argument("--nproc", type=int, nargs="+", metavar="N",
+    parser.add_argument("--nproc", type=positive, nargs="+", metavar="N",
                         help="torchrun process counts (default: 1 2 4; with --quick 1 2)")
     return parser
 
