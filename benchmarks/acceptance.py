@@ -53,7 +53,6 @@ METHOD = "Ghost_reduced_v1"  # main.py's default method, CLR
 DEMO_TASKS = ("shapes", "stripes", "blob_scenes")  # dataset.synthetic's demo tasks
 STEPS = ("parity", "speed", "torchrun", "run", "nan", "projection")
 REPRODUCTION_EPOCHS = 60
-PARITY_POINTS = 1.0  # the largest mean bf16 - fp32 gap of the best accuracies that passes, in points
 TAIL_LINES = 20
 
 
@@ -66,6 +65,8 @@ class Profile:
     image_size: int  # speed, torchrun, run and nan
     parity_size: int
     parity_epochs: int
+    parity_points: float | None  # the largest mean bf16 - fp32 gap of the best accuracies that passes (None: not
+    # judged; --quick's 1-epoch runs say only that both precisions run, since the CPU's bf16 autocast is real)
     run_epochs: int
     torchrun_epochs: int  # the first epoch of each task is the warm-up, left out of the rates
     torchrun_procs: tuple[int, ...]
@@ -76,12 +77,14 @@ class Profile:
     timeouts: dict = field(default_factory=dict)  # seconds per command of a step
 
 
-GPU = Profile(device="cuda", arch="resnet50", image_size=224, parity_size=64, parity_epochs=15, run_epochs=3,
+GPU = Profile(device="cuda", arch="resnet50", image_size=224, parity_size=64, parity_epochs=15, parity_points=1.0,
+              run_epochs=3,
               torchrun_epochs=5, torchrun_procs=(1, 2, 4), torchrun_classes=15,
               speed_args=("--image-size", "224"),
               compile_args=("--image-size", "224", "--compile", "--repeats", "1"), compile_env={},
               timeouts={"parity": 240, "speed": 240, "compile": 360, "torchrun": 180, "run": 180, "nan": 120})
-QUICK = Profile(device="cpu", arch="resnet18", image_size=32, parity_size=32, parity_epochs=1, run_epochs=1,
+QUICK = Profile(device="cpu", arch="resnet18", image_size=32, parity_size=32, parity_epochs=1, parity_points=None,
+                run_epochs=1,
                 torchrun_epochs=2, torchrun_procs=(1, 2), torchrun_classes=3,
                 speed_args=("--image-size", "32", "--steps", "2", "--warmup", "1", "--repeats", "1",
                             "--photo-size", "0", "0"),
@@ -322,12 +325,12 @@ class Acceptance:
         gap = 100 * sum(bf16[task] - fp32[task] for task in DEMO_TASKS) / len(DEMO_TASKS)
         figures = {"image_size": p.parity_size, "epochs": p.parity_epochs, "tasks": list(DEMO_TASKS),
                    "best_acc_bf16": bf16, "best_acc_fp32": fp32, "mean_gap_points": gap,
-                   "limit_points": PARITY_POINTS,
+                   "limit_points": p.parity_points,
                    "peak_gpu_memory": {precision: peak_memory(read_task_logs(self.work / f"parity_{precision}"
                                                                              / "result")) for precision in runs}}
         self.figures["parity"] = figures
-        if abs(gap) > PARITY_POINTS:
-            raise StepFailed(f"bf16 - fp32 mean best-accuracy gap {gap:+.2f} points exceeds {PARITY_POINTS} "
+        if p.parity_points is not None and abs(gap) > p.parity_points:
+            raise StepFailed(f"bf16 - fp32 mean best-accuracy gap {gap:+.2f} points exceeds {p.parity_points} "
                              f"(bf16 {bf16}, fp32 {fp32})")
         return figures
 
@@ -591,7 +594,8 @@ def markdown(report: dict) -> str:
         f = figures["parity"]
         text = (f"best accuracy bf16 {mean_percent(f['best_acc_bf16'])}, fp32 {mean_percent(f['best_acc_fp32'])} "
                 f"(mean of the 3 demo tasks, {f['image_size']} px, {plural(f['epochs'], 'epoch')}): gap "
-                f"{f['mean_gap_points']:+.2f} points (limit ±{f['limit_points']:g})"
+                f"{f['mean_gap_points']:+.2f} points "
+                + (f"(limit ±{f['limit_points']:g})" if f["limit_points"] is not None else "(not judged with --quick)")
                 if f else steps["parity"]["error"])
         row("parity", "parity bf16 / fp32", one_line(text))
     if "speed" in steps:
