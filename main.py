@@ -14,7 +14,6 @@ earlier can be overwritten. At the end every saved task is re-loaded onto a fres
 and the per-task tables and figures are written.
 """
 import argparse
-import math
 import signal
 import sys
 from pathlib import Path
@@ -23,12 +22,13 @@ import torch
 from tqdm import tqdm
 
 import continual
+from common.cli import OneLineParser, number
 from common.console import console_log
 from common.errors import ClrError, NetworkError, RunError, Terminated, stop_line
 from dataset.check import check_tasks
 from dataset.preprocess import default_workers
 from dataset.sources import DataSource, check_files_exist, open_data, select_tasks, write_manifest
-from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
+from dataset.synthetic import DEMO_TASKS, ensure_synthetic_dct
 from dataset.task import TaskInfo
 from inference import predict as prediction
 from inference.mapper import task_anchor
@@ -46,26 +46,6 @@ log = console_log()
 DEMO_DATA = Path("demo_data")
 DEMO_DEFAULTS = {"weights": "none", "image_size": 32, "epochs": 12, "tasks": list(DEMO_TASKS)}
 DEFAULT_IMAGE_SIZE = 224
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Report a bad option as one line (not the usage block), like every other user mistake."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
-def number(kind: type, allow_zero: bool = False):
-    """An argparse type for a positive (or, with allow_zero, non-negative) int or float."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-            raise argparse.ArgumentTypeError(f"must be {'zero or more' if allow_zero else 'positive'}, got {text}")
-        return value
-    return parse
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -124,11 +104,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     run.add_argument("--fresh", action="store_true",
                      help="forget the selected tasks' results, weights and checkpoints, and start over")
-    baselines = parser.add_argument_group("shared-backbone baselines (--method " + "/".join(continual.METHODS) + ")")
-    for method in continual.REGISTRY.values():
-        for name, option in method.OPTIONS.items():
-            baselines.add_argument("--" + name.replace("_", "-"), default=option.default, help=option.help,
-                                   type=number(type(option.default), allow_zero=not option.positive))
+    continual.add_arguments(parser)
     add_report_arguments(parser)
     prediction.add_arguments(parser)
     return parser
@@ -181,9 +157,7 @@ def open_selected(args: argparse.Namespace) -> tuple[DataSource, list[TaskInfo]]
     """The data (the demo's, written the first time, without --data) and the tasks selected in it."""
     if args.data is None:
         with distributed.leader_first():  # under torchrun one process writes them, the others then find them
-            if not (DEMO_DATA / "rolling_releases" / "database_2.sqlite").exists():
-                print(f"writing synthetic DCT-format demo data to ./{DEMO_DATA}")
-                write_synthetic_dct(DEMO_DATA)
+            ensure_synthetic_dct(DEMO_DATA)
         args.data, args.stat = DEMO_DATA, args.stat or DEMO_DATA / "stat.csv"
         print(f"demo settings: {args.arch} with --weights {args.weights}, {args.image_size}px images, "
               f"{args.epochs} epochs, tasks {' '.join(args.tasks)}. For the paper's numbers pass --data DCT_FOLDER.")

@@ -1,6 +1,9 @@
 """Shared-backbone continual-learning baselines: one backbone trained from task to task, one head per task
 (task-incremental: the task id picks the head at test time), and the accuracy matrix that shows forgetting."""
+import argparse
 import logging
+
+from common.cli import number
 
 from continual.er import ER
 from continual.ewc import EWC
@@ -15,7 +18,16 @@ log = logging.getLogger("clr")
 
 REGISTRY: dict[str, type[Method]] = {"SGD": SGD, "EWC": EWC, "LwF": LwF, "ER": ER}
 METHODS = tuple(REGISTRY)
-__all__ = ["METHODS", "REGISTRY", "Option", "learn", "forget_sequence"]
+__all__ = ["METHODS", "REGISTRY", "Option", "add_arguments", "learn", "forget_sequence"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One options group with each method's hyper-parameters (used only by that method)."""
+    group = parser.add_argument_group("shared-backbone baselines (--method " + "/".join(METHODS) + ")")
+    for method in REGISTRY.values():
+        for name, option in method.OPTIONS.items():
+            group.add_argument("--" + name.replace("_", "-"), default=option.default, help=option.help,
+                               type=number(type(option.default), allow_zero=not option.positive))
 
 
 def learn(ctx: Context, samples: list[TaskSample], options: dict[str, int | float]) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from common.errors import DatasetError
+from dataset.dct import DATABASE
 
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_FOLDERS = {TRAIN: "train", VAL: "val", TEST: "test"}
@@ -324,7 +325,7 @@ def _build(folder: Path, seed: int) -> None:
     rows_per_task = [_write_task(task, folder, seed) for task in TASKS]
     rows = [row for task_rows in rows_per_task for row in task_rows]
     np.random.default_rng(seed).shuffle(rows)  # interleave tasks and classes as a real database does
-    _write_database(folder / "rolling_releases" / "database_2.sqlite", rows)
+    _write_database(folder / DATABASE, rows)
     lines = ["oldid,newid,name,class_num,train_num,test_num"]
     lines += [_stat_line(order, task, task_rows)
               for order, (task, task_rows) in enumerate(zip(TASKS, rows_per_task))]
@@ -339,6 +340,13 @@ def _check_target(out: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DatasetError(f"cannot create the folder {out.parent}: {error.strerror}") from None
+
+
+def ensure_synthetic_dct(out: Path) -> None:
+    """The demo's data: written to ``out`` (seed 0) the first time, found there afterwards."""
+    if not (Path(out) / DATABASE).exists():
+        print(f"writing synthetic DCT-format demo data to ./{out}")
+        write_synthetic_dct(out)
 
 
 def write_synthetic_dct(out: Path, seed: int = 0) -> Path:
