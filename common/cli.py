@@ -1,6 +1,7 @@
 """The command line's shared pieces: a parser that reports a mistake in one line, and checked number types."""
 import argparse
 import math
+from collections.abc import Callable
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -10,9 +11,9 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
-def number(kind: type, allow_zero: bool = False):
+def number(kind: type, allow_zero: bool = False) -> Callable[[str], int | float]:
     """An argparse type for a positive (or, with allow_zero, non-negative) int or float."""
-    def parse(text: str):
+    def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:

@@ -4,7 +4,6 @@ import argparse
 import logging
 
 from common.cli import number
-
 from continual.er import ER
 from continual.ewc import EWC
 from continual.lwf import LwF

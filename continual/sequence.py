@@ -10,8 +10,8 @@ from continual.method import Method, TaskData
 from dataset.loader import DeviceBatches
 from dataset.task import TaskSample
 from network import MultiHeadModel, load_task_state
-from training.context import Context
 from training.checkpoints import Progress
+from training.context import Context
 from training.fit import fit
 from training.isolated import forget_tasks, task_log
 from training.loop import evaluate

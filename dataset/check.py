@@ -9,9 +9,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from common.errors import DatasetError
 from dataset.preprocess import Failure, describe_failures, unreadable_images
 from dataset.sources import DataSource, write_manifest
-from common.errors import DatasetError
 from dataset.task import TaskInfo, TaskSample
 
 TABLE_COLUMNS = ("order", "id", "name", "classes", "train", "val", "status")

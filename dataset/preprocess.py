@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.errors import DatasetError, warn
 from common.files import save_torch
 from dataset.images import open_rgb, resize_square
 from dataset.sources import manifest_text
-from common.errors import DatasetError, warn
 from dataset.task import Item, TaskSample
 
 CACHE_FORMAT = 1  # bump when the cached layout or the decode changes, so old entries are never reused

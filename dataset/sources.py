@@ -12,10 +12,10 @@ from typing import Protocol
 
 from tqdm import tqdm
 
+from common.errors import DatasetError
 from common.files import atomic_write_text
 from dataset.dct import DATABASE, IMAGES, DctSource, is_dct_root
 from dataset.folders import LAYOUT, FolderSource, discover_tasks, task_folder_names
-from common.errors import DatasetError
 from dataset.task import TaskInfo, TaskSample
 
 DEFAULT_STAT = Path(__file__).resolve().parent.parent / "stat.csv"

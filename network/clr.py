@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from network.backbone import ARCHS, DEFAULT_WEIGHTS, arch_of
 from common.errors import NetworkError
+from network.backbone import ARCHS, DEFAULT_WEIGHTS, arch_of
 
 
 class TaskConv(nn.Conv2d):

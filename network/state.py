@@ -4,8 +4,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from network.clr import TaskModel
 from common.errors import NetworkError
+from network.clr import TaskModel
 from network.errors import describe_key_difference
 
 _HEAD_WEIGHT = "fc.weight"

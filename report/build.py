@@ -4,8 +4,8 @@ from pathlib import Path
 
 from common.errors import RunError
 from common.files import atomic_write_text
-from dataset.task import TaskInfo
 from dataset.sources import open_data, select_tasks
+from dataset.task import TaskInfo
 from inference.agnostic import write_task_agnostic
 from report import figures
 from report.inputs import MethodResults, read_method, tasks_from_results

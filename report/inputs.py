@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from common.errors import RunError
 from dataset.sources import DEFAULT_STAT, read_stat, select_tasks
 from dataset.task import TaskInfo
 from training.record import TaskRecord
 from training.settings import Layout
-from common.errors import RunError
 
 MATRIX_KEYS = ["task_id", "task_name"]
 AGNOSTIC_COLUMNS = ["task_id", "task_name", "val_images", "mapper_correct", "end_to_end_correct"]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dataset.dct import ROWS_QUERY, DctSource, class_quota, connect_read_only
 from common.errors import DatasetError
+from dataset.dct import ROWS_QUERY, DctSource, class_quota, connect_read_only
 from dataset.task import TaskInfo
 
 TRAIN, VAL, TEST = 0, 1, 2

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.errors import DatasetError
 from dataset import synthetic
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
-from common.errors import DatasetError
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN, VAL, TEST = 0, 1, 2
