@@ -125,7 +125,9 @@ def restore_sequence(ctx: Context, model: MultiHeadModel, method: Method, config
     path = ctx.layout.after_task(ctx.method)
     saved = read_saved(path)
     require_same_settings(path, saved["config"], config, "resume")
-    records = [TaskRecord(**record) for record in saved["records"]]
+    # a task's accuracy just after it was learnt is the matrix's diagonal (files before 2026-11-29 keep it only there)
+    records = [TaskRecord(**record | {"best_correct": row[i], "best_acc": row[i] / record["val_images"]})
+               for i, (record, row) in enumerate(zip(saved["records"], saved["correct"]))]
     model.restore(saved["backbone"], [record.state for record in records])
     method.load_state_dict(saved["method"])
     return {"records": records, "correct": saved["correct"]}
