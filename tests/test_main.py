@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import main
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
