@@ -91,7 +91,7 @@ def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> s
         head = sum(p.numel() for p in model.fc.parameters())
         finished["records"].append(TaskRecord(
             config=task_config, task_id=sample.task.task_id, task_name=sample.task.name,
-            label_map={key: label for label, key in enumerate(sample.classes)}, state=model.head_state(position),
+            label_map=sample.label_map, state=model.head_state(position),
             best_epoch=progress.best_epoch, best_correct=row[position], best_acc=row[position] / len(sample.val),
             epochs_run=progress.epoch, train_images=len(sample.train), val_images=len(sample.val),
             trainable_params=head, percent_of_backbone=100 * head / model.backbone_parameters,

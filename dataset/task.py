@@ -36,6 +36,11 @@ class TaskSample:
         return len(self.classes)
 
     @property
+    def label_map(self) -> dict[str, int]:
+        """Class key -> label, as every record of the task stores it."""
+        return {key: label for label, key in enumerate(self.classes)}
+
+    @property
     def paths(self) -> list[str]:
         """Every image path, train then val: the order manifests, decoding and caching use."""
         return [path for path, _ in self.train + self.val]

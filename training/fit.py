@@ -12,7 +12,8 @@ from dataset.task import TaskSample
 from network import task_state
 from training.checkpoints import Progress, restore_resume_point, save_resume_point
 from training.context import Context
-from training.loop import BatchLoss, NonFiniteLoss, build_optimizer, evaluate, train_one_epoch
+from training.loop import (BatchLoss, NonFiniteLoss, build_optimizer, evaluate, train_one_epoch,
+                           trained_parameters)
 
 log = logging.getLogger("clr")
 
@@ -73,8 +74,7 @@ def broken_training(loss: float, model: torch.nn.Module) -> str | None:
     """What went non-finite in an epoch (its mean loss, or a trained tensor), or None: one host sync an epoch."""
     if not math.isfinite(loss):
         return f"the training loss became {loss}"
-    trained = [p for p in model.parameters() if p.requires_grad]
-    if not bool(torch.stack([p.isfinite().all() for p in trained]).all()):
+    if not bool(torch.stack([p.isfinite().all() for p in trained_parameters(model)]).all()):
         return "a trained weight became non-finite"
     return None
 

@@ -38,14 +38,14 @@ def train_isolated_task(ctx: Context, sample: TaskSample) -> TaskRecord:
                         shuffle=False)
     model = build_task_model(ctx.backbone, ctx.method, sample.num_classes, ctx.runtime)
     cost = parameter_cost(model)
-    log.info("label map (class -> label): %s", {key: label for label, key in enumerate(sample.classes)})
+    log.info("label map (class -> label): %s", sample.label_map)
     log.info("task-specific parameters: %d (%.3f%% of the backbone's %d), head %d",
              cost.trainable, cost.percent, cost.backbone, cost.head)
     log.info("images: %d train, %d val; %d classes", len(sample.train), len(sample.val), sample.num_classes)
     config = ctx.task_config(sample)
     progress = fit(ctx, sample, model, train, val, config)
     return TaskRecord(config=config, task_id=task.task_id, task_name=task.name,
-                      label_map={key: label for label, key in enumerate(sample.classes)},
+                      label_map=sample.label_map,
                       state=progress.best_state, best_epoch=progress.best_epoch,
                       best_correct=progress.best_correct, best_acc=progress.best_correct / val.num_images,
                       epochs_run=progress.epoch, train_images=len(sample.train), val_images=len(sample.val),

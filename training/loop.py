@@ -11,10 +11,14 @@ from network import build_model
 from training.settings import Runtime
 
 
+def trained_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The tensors a task trains, in the model's order."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def build_optimizer(model: torch.nn.Module, lr: float, runtime: Runtime) -> torch.optim.Adam:
     """Adam over the task's own tensors (fused where the runtime says), as the recipe and the benchmark use it."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=lr, fused=runtime.fused_optimizer or None)
+    return torch.optim.Adam(trained_parameters(model), lr=lr, fused=runtime.fused_optimizer or None)
 
 
 def build_task_model(backbone: torch.nn.Module, method: str, num_classes: int, runtime: Runtime) -> torch.nn.Module:
