@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from continual.method import Method, Option, TaskData
 from dataset.images import normalize_uint8
-from network import MultiHeadModel
+from network import MultiHeadModel, state_bytes
 
 
 class ER(Method):
@@ -46,6 +46,10 @@ class ER(Method):
         self.images = torch.cat([self.images, data.tensors.train_images[kept]])
         self.labels = torch.cat([self.labels, data.tensors.train_labels[kept]])
         self.tasks = torch.cat([self.tasks, torch.full((len(kept),), data.position, dtype=torch.long)])
+
+    def task_bytes(self, position: int) -> int:
+        mine = self.tasks == position
+        return state_bytes({"images": self.images[mine], "labels": self.labels[mine], "tasks": self.tasks[mine]})
 
     def state_dict(self) -> dict:
         return {"images": self.images, "labels": self.labels, "tasks": self.tasks}

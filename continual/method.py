@@ -68,6 +68,11 @@ class Method:
     def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
         """Called with the task's best-epoch backbone and head, before the task is evaluated and saved."""
 
+    def task_bytes(self, position: int) -> int:
+        """Bytes the method keeps for the task at ``position`` besides its head (ER: its images), for the report's
+        storage per task; what every task shares (EWC's Fisher) is not counted per task."""
+        return 0
+
     def state_dict(self) -> dict:
         """What the method carries to the next task (CPU tensors); saved with the backbone after each task."""
         return {}

@@ -9,7 +9,7 @@ from continual.matrix import summary, write_matrix
 from continual.method import Method, TaskData
 from dataset.loader import DeviceBatches
 from dataset.task import TaskSample
-from network import MultiHeadModel, load_task_state
+from network import MultiHeadModel, load_task_state, state_bytes
 from training.checkpoints import Progress
 from training.context import Context
 from training.fit import fit
@@ -89,9 +89,10 @@ def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> s
             log.info("after %s: accuracy %s", sample.task.name,
                      ", ".join(f"{s.task.name} {c / len(s.val):.4f}" for s, c in zip(samples, row)))
         head = sum(p.numel() for p in model.fc.parameters())
+        state = model.head_state(position)
         finished["records"].append(TaskRecord(
             config=task_config, task_id=sample.task.task_id, task_name=sample.task.name,
-            label_map=sample.label_map, state=model.head_state(position),
+            label_map=sample.label_map, state=state, stored_bytes=state_bytes(state) + method.task_bytes(position),
             best_epoch=progress.best_epoch, best_correct=row[position], best_acc=row[position] / len(sample.val),
             epochs_run=progress.epoch, train_images=len(sample.train), val_images=len(sample.val),
             trainable_params=head, percent_of_backbone=100 * head / model.backbone_parameters,

@@ -1,8 +1,9 @@
 """The CLR model: a frozen torchvision ResNet reprogrammed per task, and each task's own state."""
 from network.backbone import ARCHS, backbone_id, load_backbone, weights_of
+from network.bits import pack_bits, state_bytes, unpack_bits
 from network.clr import METHODS, backbone_choice, build_model
 from network.multihead import MultiHeadModel
 from network.state import ParameterCost, load_task_state, parameter_cost, task_state
 
 __all__ = ["ARCHS", "METHODS", "load_backbone", "backbone_id", "weights_of", "backbone_choice", "build_model",
-           "MultiHeadModel", "task_state", "load_task_state", "parameter_cost", "ParameterCost"]
+           "MultiHeadModel", "pack_bits", "unpack_bits", "state_bytes", "task_state", "load_task_state", "parameter_cost", "ParameterCost"]

@@ -10,7 +10,7 @@ from inference.agnostic import write_task_agnostic
 from report import figures
 from report.inputs import MethodResults, read_method, tasks_from_results
 from report.methods import find_methods, method_label
-from report.tables import (accuracy_frame, common_tasks, matrix_markdown, params_frame, per_task_markdown,
+from report.tables import (accuracy_frame, bytes_frame, common_tasks, matrix_markdown, params_frame, per_task_markdown,
                            summary_frame, summary_markdown, task_agnostic_markdown, task_frame, wide_csv)
 from report.verify import Verification, describe, verify_method
 from training.context import Context
@@ -60,7 +60,8 @@ def report_text(results: list[MethodResults], checks: dict[str, Verification], t
         "(BWT) is 0 by construction; it is shown as 0.00 where every task re-evaluated equal to its record.",
         "## Summary\n\n" + summary_markdown(summary, checks, common),
         "## Per task\n\nAccuracy is the best validation accuracy; params % is the extra parameters the task adds, in "
-        "% of the backbone (the average row is the mean per task).\n\n" + per_task_markdown(tasks, accuracy, params),
+        "% of the backbone (the average row is the mean per task). The summary's \"stored per task\" counts bytes: a "
+        "float at its size, a binary mask at one bit per weight, ER's kept images.\n\n" + per_task_markdown(tasks, accuracy, params),
     ]
     sections += ["## Forgetting\n\n" + "\n\n".join(matrix_markdown(r) for r in results if r.matrix is not None)
                  ] if any(r.matrix is not None for r in results) else []
@@ -94,12 +95,12 @@ def write_report(layout: Layout, tasks: list[TaskInfo], ctx: Context | None = No
     samples = {}
     checks = {r.name: verify_method(ctx, r, tasks, samples) for r in results}
     frame = task_frame(tasks, results)
-    accuracy, params = accuracy_frame(frame, results), params_frame(frame, results)
+    accuracy, params, stored = accuracy_frame(frame, results), params_frame(frame, results), bytes_frame(frame, results)
     tables = {"tasks": frame, "accuracy": accuracy, "params": params,
-              "summary": summary_frame(accuracy, params, results, checks)}
+              "summary": summary_frame(accuracy, params, stored, results, checks)}
     figure_paths = draw_figures(tables, results, layout.figures)
     text = report_text(results, checks, tables, figure_paths, layout.result)
-    atomic_write_text(layout.results_wide, wide_csv(frame, accuracy, params))
+    atomic_write_text(layout.results_wide, wide_csv(frame, accuracy, params, stored))
     atomic_write_text(layout.report, text)
     mismatches = [m for r in results for m in checks[r.name].mismatches]
     if mismatches:

@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 from common.files import atomic_path  # noqa: E402
 from report.inputs import MethodResults  # noqa: E402
 from report.methods import display_name  # noqa: E402
+from report.tables import size_cell  # noqa: E402
 
 MARKERS = "oDs^v<>Ph*X"
 CURVE_COLUMNS = 6  # small multiples per row of the training-curves figure
@@ -52,25 +53,24 @@ def per_task_accuracy(tasks: pd.DataFrame, accuracy: pd.DataFrame, folder: Path)
 
 
 def accuracy_vs_parameters(summary: pd.DataFrame, common: int, folder: Path) -> list[Path]:
-    """CLR's trade-off: average accuracy over the common tasks against the parameters each task adds."""
-    shown = summary.dropna(subset=["params_percent", "common_average"])
+    """CLR's trade-off: average accuracy over the common tasks against what each task stores of its own, in
+    bytes, so that a binary mask (one bit per weight) and float parameters (four bytes each) compare honestly."""
+    shown = summary.dropna(subset=["bytes_per_task", "common_average"])
     figure, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
     for k, (method, row) in enumerate(shown.iterrows()):
-        axes.scatter(row.params_percent, 100 * row.common_average, marker=MARKERS[k % len(MARKERS)], s=60,
+        axes.scatter(row.bytes_per_task, 100 * row.common_average, marker=MARKERS[k % len(MARKERS)], s=60,
                      label=display_name(method), zorder=2)
-        axes.annotate(display_name(method), (row.params_percent, 100 * row.common_average),
+        axes.annotate(display_name(method), (row.bytes_per_task, 100 * row.common_average),
                       textcoords="offset points", xytext=(6, 5), fontsize=9)
     axes.set_xscale("log")
-    axes.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
-    axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: size_cell(value)))
     axes.xaxis.set_minor_formatter(ticker.NullFormatter())
     axes.set_ylim(0, 100)
     if len(shown):
-        low, high = shown.params_percent.min(), shown.params_percent.max()
-        axes.set_xlim(low / 2, high * 3)
-    axes.set_xlabel("extra parameters per task (% of the backbone, log scale)")
+        axes.set_xlim(shown.bytes_per_task.min() / 2, shown.bytes_per_task.max() * 3)
+    axes.set_xlabel("bytes each task stores of its own (log scale; a mask is one bit per weight)")
     axes.set_ylabel(f"average accuracy over {common} common tasks (%)")
-    axes.set_title("Accuracy against parameters added per task")
+    axes.set_title("Accuracy against what each task stores")
     axes.grid(alpha=0.4, which="both")
     if len(shown):
         axes.legend(fontsize=8, loc="best")

@@ -8,6 +8,7 @@ import pandas as pd
 from common.errors import RunError
 from dataset.sources import DEFAULT_STAT, read_stat, select_tasks
 from dataset.task import TaskInfo
+from network import state_bytes
 from training.record import TaskRecord
 from training.settings import Layout
 
@@ -41,6 +42,8 @@ def read_record(path: Path) -> TaskRecord | None:
     if not path.exists():
         return None
     record = TaskRecord.load(path)
+    if record.stored_bytes is None:  # a file from before records said so: an isolated task stores just its state
+        record.stored_bytes = state_bytes(record.state)
     record.state = {}  # the report reads only what the record says; verification loads the file itself
     return record
 

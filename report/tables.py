@@ -41,6 +41,14 @@ def params_frame(tasks: pd.DataFrame, results: list[MethodResults]) -> pd.DataFr
                          for r in results}, index=tasks.index, dtype=float)
 
 
+def bytes_frame(tasks: pd.DataFrame, results: list[MethodResults]) -> pd.DataFrame:
+    """Bytes each task keeps of its own, per task and method (from the weights files): float tensors at their
+    size, masks at one bit per weight, ER's images; what all tasks share (the backbone) is not counted."""
+    return pd.DataFrame({r.name: pd.Series({task_id: record.stored_bytes for task_id, record in r.records.items()},
+                                           dtype=float)
+                         for r in results}, index=tasks.index, dtype=float)
+
+
 def common_tasks(accuracy: pd.DataFrame) -> pd.Index:
     """The tasks every compared method finished: the only fair ground for one average per method."""
     return accuracy.dropna().index
@@ -51,10 +59,10 @@ def backward_transfer(matrix: pd.DataFrame) -> float | None:
     return continual.matrix.backward_transfer(matrix.drop(columns="task_name").to_numpy(dtype=float).tolist())
 
 
-def summary_frame(accuracy: pd.DataFrame, params: pd.DataFrame, results: list[MethodResults],
+def summary_frame(accuracy: pd.DataFrame, params: pd.DataFrame, stored: pd.DataFrame, results: list[MethodResults],
                   checks: dict[str, Verification]) -> pd.DataFrame:
     """One row per method: tasks finished, average and median accuracy, the average over the common tasks,
-    parameters per task and backward transfer (0 for an isolated method whose every task re-evaluated equal)."""
+    parameters and bytes per task, and backward transfer (0 for an isolated method whose every task re-evaluated equal)."""
     common = common_tasks(accuracy)
     rows = {}
     for r in results:
@@ -62,7 +70,7 @@ def summary_frame(accuracy: pd.DataFrame, params: pd.DataFrame, results: list[Me
         verified_zero = check.checked == r.accuracy.size and not check.mismatches
         rows[r.name] = {"tasks": int(accuracy[r.name].count()), "average": accuracy[r.name].mean(),
                         "median": accuracy[r.name].median(), "common_average": accuracy.loc[common, r.name].mean(),
-                        "params_percent": params[r.name].mean(),
+                        "params_percent": params[r.name].mean(), "bytes_per_task": stored[r.name].mean(),
                         "bwt": (backward_transfer(r.matrix) if r.matrix is not None
                                 else 0.0 if verified_zero else None)}
     return pd.DataFrame.from_dict(rows, orient="index").astype({"bwt": float})
@@ -81,6 +89,16 @@ def percent_cell(fraction) -> str:
 
 def params_cell(percent) -> str:
     return cell(percent, 3)
+
+
+def size_cell(size) -> str:
+    """Bytes in binary units, three significant figures; blank where unknown."""
+    if size is None or (isinstance(size, float) and math.isnan(size)):
+        return ""
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024 or unit == "MiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.3g} {unit}"
+        size /= 1024
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -136,6 +154,7 @@ def summary_markdown(summary: pd.DataFrame, checks: dict[str, Verification], com
         "median acc %": summary["median"].map(percent_cell),
         f"average over the {common} common tasks %": summary.common_average.map(percent_cell),
         "extra params per task (% of backbone)": summary.params_percent.map(params_cell),
+        "stored per task": summary.bytes_per_task.map(size_cell),
         "BWT (points)": summary.bwt.map(percent_cell),
         "verified": [f"{checks[m].equal}/{checks[m].checked}" if checks[m].checked else "no" for m in summary.index],
     })
@@ -172,8 +191,9 @@ def task_agnostic_markdown(results: MethodResults) -> str:
             + markdown(table))
 
 
-def wide_csv(tasks: pd.DataFrame, accuracy: pd.DataFrame, params: pd.DataFrame) -> str:
+def wide_csv(tasks: pd.DataFrame, accuracy: pd.DataFrame, params: pd.DataFrame, stored: pd.DataFrame) -> str:
     """results_wide.csv: one row per task, each method's accuracy (a fraction, as in <method>.csv) in a column
-    named after it, then its parameters per task as params_percent_<method>."""
-    wide = pd.concat([tasks, accuracy, params.add_prefix("params_percent_")], axis=1)
+    named after it, then its parameters per task as params_percent_<method> and its bytes as stored_bytes_<method>."""
+    wide = pd.concat([tasks, accuracy, params.add_prefix("params_percent_"),
+                      stored.astype("Int64").add_prefix("stored_bytes_")], axis=1)
     return wide.reset_index().to_csv(index=False, lineterminator="\n")

@@ -548,3 +548,15 @@ def test_backbone_ids(tmp_path):
     assert backbone_id(str(path)) == f"file:w.pth:{hashlib.sha256(b'some weights').hexdigest()[:16]}"
     with pytest.raises(NetworkError, match=r"^weights file not found: "):
         backbone_id(str(tmp_path / "absent.pth"))
+
+
+def test_masks_pack_to_one_bit_per_weight_and_back():
+    from network import pack_bits, state_bytes, unpack_bits
+    mask = torch.rand(64, 3, 7, 7, generator=torch.Generator().manual_seed(0)) > 0.3
+    packed = pack_bits(mask)
+    assert packed.dtype == torch.uint8 and packed.numel() == (64 * 3 * 49 + 7) // 8
+    assert torch.equal(unpack_bits(packed, mask.shape), mask)
+    assert pack_bits(torch.tensor([True, False, False, False, False, False, False, True, True])).tolist() == [129, 128]
+    assert state_bytes({"mask": packed, "head": torch.zeros(10, 4)}) == packed.numel() + 160
+    with pytest.raises(ValueError, match="cannot hold"):
+        unpack_bits(packed[:-1], mask.shape)

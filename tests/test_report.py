@@ -92,6 +92,10 @@ def test_two_methods_tables_equal_the_csvs_and_figures_are_images(two_methods, c
         assert wide.loc[name, "Ghost_reduced_v1"] == acc and wide.loc[name, "task_id"] == task_id
     assert wide.loc["scenes", "Linear"] == LINEAR[1] and pd.isna(wide.loc["birds", "Linear"])
     assert wide.loc["wikiart", "params_percent_Linear"] == 0.132
+    # these files predate stored_bytes: it is counted from the saved head, (classes x 4 + classes) float32
+    for name in STAT_ORDER:
+        assert wide.loc[name, "stored_bytes_Ghost_reduced_v1"] == 4 * 5 * wide.loc[name, "classes"]
+    assert summary["CLR"]["stored per task"] == "120 B" and summary["Linear"]["stored per task"] == "110 B"
 
     for stem in FIGURES:
         width, height = png_size(result / "figures" / f"{stem}.png")
@@ -200,3 +204,9 @@ def test_a_record_that_does_not_reproduce_is_an_error(trained, tmp_path, capsys)
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith("error: re-evaluation differs from the recorded accuracy for 1 task")
     assert "**1 MISMATCH(ES)**" in (tmp_path / "result" / "report.md").read_text()
+
+
+def test_sizes_are_written_in_binary_units():
+    from report.tables import size_cell
+    assert [size_cell(v) for v in (0.0, 1023.0, 1536.0, 3 * 2**20, 94.1 * 2**20, float("nan"))] == \
+        ["0 B", "1023 B", "1.5 KiB", "3 MiB", "94.1 MiB", ""]

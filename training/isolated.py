@@ -12,7 +12,7 @@ import torch
 from common.errors import ClrError, Terminated, WriteError, stop_line
 from dataset.loader import DeviceBatches
 from dataset.task import TaskSample
-from network import parameter_cost
+from network import parameter_cost, state_bytes
 from training import distributed
 from training.context import Context
 from training.fit import fit
@@ -49,7 +49,8 @@ def train_isolated_task(ctx: Context, sample: TaskSample) -> TaskRecord:
                       state=progress.best_state, best_epoch=progress.best_epoch,
                       best_correct=progress.best_correct, best_acc=progress.best_correct / val.num_images,
                       epochs_run=progress.epoch, train_images=len(sample.train), val_images=len(sample.val),
-                      trainable_params=cost.trainable, percent_of_backbone=cost.percent, history=progress.history)
+                      trainable_params=cost.trainable, percent_of_backbone=cost.percent,
+                      stored_bytes=state_bytes(progress.best_state), history=progress.history)
 
 
 def finished_record(ctx: Context, sample: TaskSample) -> TaskRecord | None:

@@ -76,6 +76,7 @@ class TaskRecord:
     val_images: int | None = None
     trainable_params: int | None = None
     percent_of_backbone: float | None = None  # None where an older file does not say
+    stored_bytes: int | None = None  # what the task keeps of its own (network.state_bytes; None: an older file)
     history: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, train_acc, val_acc
     shared_backbone: bool = False  # learnt on a backbone that later tasks moved on
 
