@@ -53,6 +53,15 @@ class Method:
         """This method's hyper-parameters, recorded in (and required to match) every file the run saves."""
         return dict(self.values)
 
+    def build_model(self) -> MultiHeadModel:
+        """The shared model, before any task (PSP and PackNet change its layers)."""
+        return MultiHeadModel(self.ctx.backbone)
+
+    def use_task(self, model: MultiHeadModel, position: int) -> None:
+        """Make the model compute as the task at ``position`` does (to evaluate it): its head, and whatever else
+        the method keeps per task."""
+        model.use_head(position)
+
     def before_task(self, model: MultiHeadModel, data: TaskData) -> None:
         """Called with the backbone as the previous task left it, before the task's first epoch (and again
         when a killed task resumes, so anything recorded here is recorded from the same weights)."""
@@ -68,9 +77,14 @@ class Method:
     def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
         """Called with the task's best-epoch backbone and head, before the task is evaluated and saved."""
 
+    def task_state(self, model: MultiHeadModel, position: int) -> dict[str, torch.Tensor]:
+        """What the task's weights file keeps of its own: its head (``fc.*``), and whatever else the method keeps
+        per task, as CPU tensors."""
+        return model.head_state(position)
+
     def task_bytes(self, position: int) -> int:
-        """Bytes the method keeps for the task at ``position`` besides its head (ER: its images), for the report's
-        storage per task; what every task shares (EWC's Fisher) is not counted per task."""
+        """Bytes the method keeps for the task at ``position`` outside its ``task_state`` (ER: its images), for the
+        report's storage per task; what every task shares (EWC's Fisher) is not counted per task."""
         return 0
 
     def state_dict(self) -> dict:

@@ -52,20 +52,21 @@ def task_data(ctx: Context, sample: TaskSample, position: int) -> TaskData:
     return TaskData(sample, position, tensors, tensors.train_labels.to(ctx.device), train, val)
 
 
-def evaluate_learnt(ctx: Context, model: MultiHeadModel, samples: list[TaskSample]) -> list[int]:
-    """Correct validation images of every task learnt so far, each with its own head: a matrix row."""
+def evaluate_learnt(ctx: Context, model: MultiHeadModel, method: Method, samples: list[TaskSample]) -> list[int]:
+    """Correct validation images of every task learnt so far, each as that task computes (its own head): a matrix
+    row."""
     current, row = model.current, []
     for position, sample in enumerate(samples[:len(model.heads)]):
-        model.use_head(position)
+        method.use_task(model, position)
         row.append(evaluate(model, validation_batches(ctx, sample), ctx.runtime))
-    model.use_head(current)
+    method.use_task(model, current)
     return row
 
 
 def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> str:
     """Learn the tasks in order, continuing after the last finished task; returns the matrix summary."""
     config = sequence_config(ctx, samples, method)
-    model = ctx.runtime.prepare(MultiHeadModel(ctx.backbone))
+    model = ctx.runtime.prepare(method.build_model())
     finished = {"records": [], "correct": []}
     if ctx.layout.after_task(ctx.method).exists():
         finished = restore_sequence(ctx, model, method, config)
@@ -85,11 +86,11 @@ def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> s
             method.before_task(model, data)
             progress = learn_shared_task(ctx, model, method, data, task_config)
             method.after_task(model, data)
-            row = evaluate_learnt(ctx, model, samples)
+            row = evaluate_learnt(ctx, model, method, samples)
             log.info("after %s: accuracy %s", sample.task.name,
                      ", ".join(f"{s.task.name} {c / len(s.val):.4f}" for s, c in zip(samples, row)))
         head = sum(p.numel() for p in model.fc.parameters())
-        state = model.head_state(position)
+        state = method.task_state(model, position)
         finished["records"].append(TaskRecord(
             config=task_config, task_id=sample.task.task_id, task_name=sample.task.name,
             label_map=sample.label_map, state=state, stored_bytes=state_bytes(state) + method.task_bytes(position),
@@ -129,7 +130,8 @@ def restore_sequence(ctx: Context, model: MultiHeadModel, method: Method, config
     # a task's accuracy just after it was learnt is the matrix's diagonal (files before 2026-11-29 keep it only there)
     records = [TaskRecord(**record | {"best_correct": row[i], "best_acc": row[i] / record["val_images"]})
                for i, (record, row) in enumerate(zip(saved["records"], saved["correct"]))]
-    model.restore(saved["backbone"], [record.state for record in records])
+    model.restore(saved["backbone"], [{key: tensor for key, tensor in record.state.items() if key.startswith("fc.")}
+                                      for record in records])
     method.load_state_dict(saved["method"])
     return {"records": records, "correct": saved["correct"]}
 
