@@ -50,14 +50,16 @@ class SI(Method):
     @torch.no_grad()
     def after_step(self, model: MultiHeadModel) -> None:
         """omega -= g * dw, with g the step's gradient less that of SI's penalty (2 c Omega (w - w*), at the weights
-        the gradient was taken at)."""
-        for name, p in model.backbone_named_parameters():
-            gradient = p.grad
-            if self.importance:
-                gradient = gradient - 2 * self.option("si_c") * self.importance[name] * (self.previous[name]
-                                                                                          - self.anchor[name])
-            self.path[name] -= gradient * (p - self.previous[name])
-            self.previous[name].copy_(p)
+        the gradient was taken at); one fused operation per quantity over all tensors."""
+        names, params = zip(*model.backbone_named_parameters())
+        previous, gradients = [self.previous[name] for name in names], [p.grad for p in params]
+        if self.importance:
+            moved = torch._foreach_sub(previous, [self.anchor[name] for name in names])
+            penalty = torch._foreach_mul(moved, [self.importance[name] for name in names])
+            gradients = torch._foreach_add(gradients, penalty, alpha=-2 * self.option("si_c"))
+        steps = torch._foreach_sub(params, previous)
+        torch._foreach_addcmul_([self.path[name] for name in names], gradients, steps, value=-1)
+        torch._foreach_copy_(previous, params)
 
     def running_state(self) -> dict[str, torch.Tensor]:
         return {name: omega.to("cpu", copy=True) for name, omega in self.path.items()}
