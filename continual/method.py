@@ -10,6 +10,7 @@ from dataset.loader import DeviceBatches
 from dataset.preprocess import TaskTensors
 from dataset.task import TaskSample
 from network import MultiHeadModel
+from training.checkpoints import MethodHooks
 from training.context import Context
 
 
@@ -74,6 +75,11 @@ class Method:
             logits = model(runtime.model_input(images))
         return F.cross_entropy(logits.float(), labels), logits
 
+    def task_hooks(self, model: MultiHeadModel, data: TaskData) -> MethodHooks | None:
+        """A call after every optimizer step and the state built while the task trains, for the fit loop to run and
+        keep in the task's resume point (SI); None: the plain loop."""
+        return None
+
     def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
         """Called with the task's best-epoch backbone and head, before the task is evaluated and saved."""
 
@@ -81,6 +87,10 @@ class Method:
         """What the task's weights file keeps of its own: its head (``fc.*``), and whatever else the method keeps
         per task, as CPU tensors."""
         return model.head_state(position)
+
+    def task_parameters(self, model: MultiHeadModel) -> int:
+        """Parameter elements the task in use trains and keeps of its own (its record's trainable_params): its head."""
+        return sum(p.numel() for p in model.fc.parameters())
 
     def task_bytes(self, position: int) -> int:
         """Bytes the method keeps for the task at ``position`` outside its ``task_state`` (ER: its images), for the

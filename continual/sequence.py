@@ -89,14 +89,14 @@ def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> s
             row = evaluate_learnt(ctx, model, method, samples)
             log.info("after %s: accuracy %s", sample.task.name,
                      ", ".join(f"{s.task.name} {c / len(s.val):.4f}" for s, c in zip(samples, row)))
-        head = sum(p.numel() for p in model.fc.parameters())
+        own = method.task_parameters(model)
         state = method.task_state(model, position)
         finished["records"].append(TaskRecord(
             config=task_config, task_id=sample.task.task_id, task_name=sample.task.name,
             label_map=sample.label_map, state=state, stored_bytes=state_bytes(state) + method.task_bytes(position),
             best_epoch=progress.best_epoch, best_correct=row[position], best_acc=row[position] / len(sample.val),
             epochs_run=progress.epoch, train_images=len(sample.train), val_images=len(sample.val),
-            trainable_params=head, percent_of_backbone=100 * head / model.backbone_parameters,
+            trainable_params=own, percent_of_backbone=100 * own / model.backbone_parameters,
             history=progress.history, shared_backbone=True))
         finished["correct"].append(row)
         save_sequence(ctx, model, method, config, finished)
@@ -111,8 +111,11 @@ def learn_shared_task(ctx: Context, model: MultiHeadModel, method: Method, data:
         labels = data.labels[index]
         return *method.batch_loss(model, data, images, labels, index), labels
 
-    progress = fit(ctx, data.sample, model, data.train, data.val, config, batch_loss)
+    hooks = method.task_hooks(model, data)
+    progress = fit(ctx, data.sample, model, data.train, data.val, config, batch_loss, hooks=hooks)
     load_task_state(model, progress.best_state)  # backbone and heads as they were at the best epoch
+    if hooks is not None:
+        hooks.load(progress.best_method_state)  # and the method's state as it was then
     return progress
 
 

@@ -10,7 +10,7 @@ from common.errors import RunError
 from dataset.loader import DeviceBatches
 from dataset.task import TaskSample
 from network import task_state
-from training.checkpoints import Progress, restore_resume_point, save_resume_point
+from training.checkpoints import MethodHooks, Progress, restore_resume_point, save_resume_point
 from training.context import Context
 from training.loop import (BatchLoss, NonFiniteLoss, build_optimizer, evaluate, train_one_epoch,
                            trained_parameters)
@@ -19,17 +19,18 @@ log = logging.getLogger("clr")
 
 
 def fit(ctx: Context, sample: TaskSample, model: torch.nn.Module, train: DeviceBatches, val: DeviceBatches,
-        config: dict, batch_loss: BatchLoss | None = None) -> Progress:
+        config: dict, batch_loss: BatchLoss | None = None, *, hooks: MethodHooks | None = None) -> Progress:
     """Train ``model``'s trainable tensors on one task with the run's recipe, continuing from the task's resume
     point if there is one, and return where it ended: the best epoch's state, the history. ``config`` is what
-    the resume point records and must match; ``batch_loss`` is a method's own loss (default: cross-entropy)."""
+    the resume point records and must match; ``batch_loss`` is a method's own loss (default: cross-entropy);
+    ``hooks`` a method's per-step call and mid-task state."""
     recipe, runtime, task = ctx.recipe, ctx.runtime, sample.task
     optimizer = build_optimizer(model, recipe.lr, runtime)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.lr_step, gamma=0.1)
     stepped = torch.compile(model) if runtime.compile else model
     resume = ctx.resume_path(task)
     if resume.exists():
-        progress = restore_resume_point(resume, config, model, optimizer, scheduler, train)
+        progress = restore_resume_point(resume, config, model, optimizer, scheduler, train, hooks)
         log.info("resuming %s after epoch %d (best %.2f%% at epoch %d)", task.name, progress.epoch,
                  100 * progress.best_correct / val.num_images, progress.best_epoch)
     else:
@@ -44,7 +45,8 @@ def fit(ctx: Context, sample: TaskSample, model: torch.nn.Module, train: DeviceB
         started = time.perf_counter()
         try:
             loss, train_acc = train_one_epoch(stepped, optimizer, train, runtime, recipe.norm_penalty,
-                                              f"{task.name} {progress.epoch}/{recipe.epochs}", batch_loss)
+                                              f"{task.name} {progress.epoch}/{recipe.epochs}", batch_loss,
+                                              after_step=hooks.after_step if hooks else None)
         except NonFiniteLoss as error:
             raise RunError(stopped_message(ctx, sample, str(error), progress.epoch)) from None
         broken = broken_training(loss, model)
@@ -55,12 +57,14 @@ def fit(ctx: Context, sample: TaskSample, model: torch.nn.Module, train: DeviceB
         if correct > progress.best_correct:
             progress.best_correct, progress.best_epoch = correct, progress.epoch
             progress.best_state = task_state(model)
+            if hooks is not None:
+                progress.best_method_state = hooks.save()
         val_acc = correct / val.num_images
         progress.history.append({"epoch": progress.epoch, "loss": loss, "train_acc": train_acc, "val_acc": val_acc})
         log.info("epoch %d/%d: train loss %.4f, train acc %.4f, val acc %.4f, best %.4f at epoch %d (%.1fs)",
                  progress.epoch, recipe.epochs, loss, train_acc, val_acc,
                  progress.best_correct / val.num_images, progress.best_epoch, time.perf_counter() - started)
-        save_resume_point(resume, config, model, optimizer, scheduler, train, progress)
+        save_resume_point(resume, config, model, optimizer, scheduler, train, progress, hooks)
     if progress.epoch < recipe.epochs:
         log.info("early stop after epoch %d: no new best for %d epochs", progress.epoch,
                  progress.epoch - progress.best_epoch)

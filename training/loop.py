@@ -57,13 +57,15 @@ def cross_entropy_loss(model: torch.nn.Module, runtime: Runtime) -> BatchLoss:
 
 def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: DeviceBatches,
                     runtime: Runtime, norm_penalty: float, desc: str,
-                    batch_loss: BatchLoss | None = None) -> tuple[float, float]:
+                    batch_loss: BatchLoss | None = None,
+                    after_step: Callable[[], None] | None = None) -> tuple[float, float]:
     """One pass over the task's training images. Returns (mean loss, accuracy); reads the device once.
 
     Every CHECK_EVERY steps it looks at a copy of the running loss that may lag a few steps on CUDA (it never
     waits for the device), and stops with NonFiniteLoss once that is NaN or infinite: a broken epoch costs a
     few steps, not the whole epoch. ``batch_loss`` lets a continual-learning method add its own terms (default:
-    the release's loss)."""
+    the release's loss); ``after_step``, called after every optimizer step, lets one follow the weights' path
+    (SI)."""
     batch_loss = batch_loss or cross_entropy_loss(model, runtime)
     model.train()
     params = model.penalised_parameters()
@@ -77,6 +79,8 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ba
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step()
         totals += torch.stack([loss.detach() * len(labels), (logits.argmax(1) == labels).sum().float()])
         if step % CHECK_EVERY == CHECK_EVERY - 1:
             shown.copy_(totals, non_blocking=True)
