@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 import continual
-from common.cli import OneLineParser, number
+from common.cli import OneLineParser, add_options, number
 from common.console import console_log
 from common.errors import ClrError, NetworkError, RunError, Terminated, stop_line
 from dataset.check import check_tasks
@@ -32,7 +32,7 @@ from dataset.synthetic import DEMO_TASKS, ensure_synthetic_dct
 from dataset.task import TaskInfo
 from inference import predict as prediction
 from inference.mapper import task_anchor
-from network import ARCHS, METHODS, backbone_choice, backbone_id, load_backbone
+from network import ARCHS, METHOD_OPTIONS, METHODS, backbone_choice, backbone_id, load_backbone, method_options
 from report import add_arguments as add_report_arguments
 from report import method_label, report_run, require_results, tasks_on_disk, write_report
 from training import distributed
@@ -71,11 +71,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--method", choices=METHODS + continual.METHODS,
                        help="Ghost_reduced_v1 = CLR (default), Ghost = CLR-Full, Ghost_reduced_v2, Ghost_a (gated "
                        "CLR), li18 / li50 (residual adapters), and the baselines Linear (head only), Finetune "
-                       "(everything) and Resnet_Scratch (everything, from a random init); SGD, EWC, LwF and ER "
-                       "share one backbone across the tasks")
+                       "(everything) and Resnet_Scratch (everything, from a random init); Piggyback and SupSup "
+                       "learn a binary mask per task; SGD, EWC, LwF and ER share one backbone across the tasks")
     model.add_argument("--arch", choices=ARCHS, help=f"backbone (default {ARCHS[0]}; li18 and li50 imply theirs)")
     model.add_argument("--weights", help="backbone weights: imagenet (torchvision IMAGENET1K_V1, downloaded once; "
-                       "the default), none (random init, for demos and tests; implied by Resnet_Scratch), or a "
+                       "the default), none (random init, for demos and tests; implied by Resnet_Scratch and "
+                       "SupSup), or a "
                        "path to a torchvision-format state dict")
 
     recipe = parser.add_argument_group("training recipe (defaults: the release's)")
@@ -104,6 +105,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     run.add_argument("--fresh", action="store_true",
                      help="forget the selected tasks' results, weights and checkpoints, and start over")
+    add_options(parser, "isolated mask methods (--method Piggyback/SupSup)", METHOD_OPTIONS)
     continual.add_arguments(parser)
     add_report_arguments(parser)
     prediction.add_arguments(parser)
@@ -165,6 +167,13 @@ def open_selected(args: argparse.Namespace) -> tuple[DataSource, list[TaskInfo]]
     return source, select_tasks(source.tasks, args.tasks)
 
 
+def chosen_options(args: argparse.Namespace) -> dict[str, int | float]:
+    """The chosen method's own hyper-parameters, as given or defaulted."""
+    table = (continual.REGISTRY[args.method].OPTIONS if args.method in continual.METHODS
+             else method_options(args.method))
+    return {name: getattr(args, name) for name in table}
+
+
 def run_context(args: argparse.Namespace, source: DataSource) -> Context:
     """The run's explicit settings and its frozen backbone, on this process's device."""
     device = distributed.local_device(resolve_device(args.device))
@@ -175,7 +184,8 @@ def run_context(args: argparse.Namespace, source: DataSource) -> Context:
     return Context(method=args.method, arch=args.arch, backbone=backbone, backbone_id=backbone_id(args.weights),
                    image_size=args.image_size, source=source, recipe=recipe,
                    runtime=runtime_for(device, args.precision, args.eval_batch_size, args.compile),
-                   layout=layout_of(args), cache_dir=None if args.no_cache else args.cache_dir, workers=args.workers)
+                   layout=layout_of(args), cache_dir=None if args.no_cache else args.cache_dir, workers=args.workers,
+                   options=chosen_options(args))
 
 
 def check(args: argparse.Namespace) -> int:
@@ -238,8 +248,7 @@ def train(args: argparse.Namespace) -> int:
         distributed.barrier()  # no task is claimed before --fresh has forgotten it
         torch.backends.cudnn.benchmark = True
         if shared_backbone:  # one backbone carried from task to task: its own sequence and accuracy matrix
-            options = {name: getattr(args, name) for name in continual.REGISTRY[ctx.method].OPTIONS}
-            continual.learn(ctx, samples, options)
+            continual.learn(ctx, samples, ctx.options)
         else:
             log.info("%s on %s (%s), %d task(s), device %s", method_label(ctx.method), ctx.arch, ctx.backbone_id,
                      len(samples), ctx.device)

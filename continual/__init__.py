@@ -3,7 +3,7 @@
 import argparse
 import logging
 
-from common.cli import number
+from common.cli import add_options
 from continual.er import ER
 from continual.ewc import EWC
 from continual.lwf import LwF
@@ -24,11 +24,8 @@ __all__ = ["METHODS", "REGISTRY", "Option", "add_arguments", "learn", "forget_se
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One options group with each method's hyper-parameters (used only by that method)."""
-    group = parser.add_argument_group("shared-backbone baselines (--method " + "/".join(METHODS) + ")")
-    for method in REGISTRY.values():
-        for name, option in method.OPTIONS.items():
-            group.add_argument("--" + name.replace("_", "-"), default=option.default, help=option.help,
-                               type=number(type(option.default), allow_zero=not option.positive))
+    add_options(parser, "shared-backbone baselines (--method " + "/".join(METHODS) + ")",
+                (method.OPTIONS for method in REGISTRY.values()))
 
 
 def learn(ctx: Context, samples: list[TaskSample], options: dict[str, int | float]) -> None:

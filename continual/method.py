@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from common.cli import Option
 from common.errors import RunError
 from dataset.loader import DeviceBatches
 from dataset.preprocess import TaskTensors
@@ -12,15 +13,6 @@ from dataset.task import TaskSample
 from network import MultiHeadModel
 from training.checkpoints import MethodHooks
 from training.context import Context
-
-
-@dataclass(frozen=True)
-class Option:
-    """A method's hyper-parameter; main.py offers it as ``--name-with-dashes``."""
-
-    default: int | float
-    help: str  # may use %(default)s
-    positive: bool = False  # zero is refused too (e.g. a temperature one divides by)
 
 
 @dataclass

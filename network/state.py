@@ -5,10 +5,13 @@ import torch
 from torch import nn
 
 from common.errors import NetworkError
+from network.bits import pack_bits, unpack_bits
 from network.clr import TaskModel
 from network.errors import describe_key_difference
+from network.masks import MaskedConv
 
 _HEAD_WEIGHT = "fc.weight"
+_SCORES, _MASK_BITS = "scores", "mask_bits"  # a masked conv's state: its training form, its stored form
 
 
 @dataclass(frozen=True)
@@ -26,11 +29,29 @@ def task_state(model: TaskModel) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().to("cpu", copy=True) for name, tensor in _task_tensors(model).items()}
 
 
+def stored_state(model: TaskModel) -> dict[str, torch.Tensor]:
+    """What a finished task's record keeps: its ``task_state``, with each masked conv's real-valued scores replaced
+    by the hard mask they give, packed at one bit per weight (``<conv>.mask_bits``). The same as ``task_state``
+    for a method without masks."""
+    masked = {f"{prefix}.{_SCORES}": module for prefix, module in _masked_convs(model).items()}
+    state = {}
+    for name, tensor in task_state(model).items():
+        if name in masked:
+            state[name.removesuffix(_SCORES) + _MASK_BITS] = pack_bits(masked[name].mask())
+        else:
+            state[name] = tensor
+    return state
+
+
 def load_task_state(model: TaskModel, state: dict[str, torch.Tensor]) -> None:
-    """Restore a ``task_state`` onto a model built from the same backbone, method, arch and class count."""
-    targets = _task_tensors(model)
-    missing = [name for name in targets if name not in state]
-    unexpected = [name for name in state if name not in targets]
+    """Restore a ``task_state`` or a ``stored_state`` onto a model built from the same backbone, method, arch and
+    class count. A stored mask makes its conv compute exactly that mask."""
+    masks = {f"{prefix}.{_MASK_BITS}": module for prefix, module in _masked_convs(model).items()
+             if f"{prefix}.{_MASK_BITS}" in state}  # masked convs given as mask bits (the others: as scores)
+    targets = {name: tensor for name, tensor in _task_tensors(model).items()
+               if name.removesuffix(_SCORES) + _MASK_BITS not in masks}
+    missing = [name for name in [*targets, *masks] if name not in state]
+    unexpected = [name for name in state if name not in targets and name not in masks]
     if missing or unexpected:
         raise NetworkError("task state is for a different method or architecture: "
                            + describe_key_difference(missing, unexpected))
@@ -44,9 +65,15 @@ def load_task_state(model: TaskModel, state: dict[str, torch.Tensor]) -> None:
         if source.shape != target.shape:
             raise NetworkError(f"task state tensor {name} has shape {list(source.shape)}, "
                                f"the model expects {list(target.shape)}")
+    try:
+        unpacked = {name: unpack_bits(state[name], module.scores.shape) for name, module in masks.items()}
+    except ValueError as error:
+        raise NetworkError(f"task state holds a mask that does not fit its conv: {error}") from None
     with torch.no_grad():
         for name, target in targets.items():
             target.copy_(state[name])
+    for name, mask in unpacked.items():
+        masks[name].load_mask(mask)
 
 
 def parameter_cost(model: TaskModel) -> ParameterCost:
@@ -55,6 +82,10 @@ def parameter_cost(model: TaskModel) -> ParameterCost:
                     for parameter in module.parameters(recurse=False))
     head = sum(parameter.numel() for parameter in model.fc.parameters())
     return ParameterCost(trainable, head, model.backbone_parameters, 100 * trainable / model.backbone_parameters)
+
+
+def _masked_convs(model: TaskModel) -> dict[str, MaskedConv]:
+    return {name: module for name, module in model.named_modules() if isinstance(module, MaskedConv)}
 
 
 def _task_tensors(model: TaskModel) -> dict[str, torch.Tensor]:

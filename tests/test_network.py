@@ -18,7 +18,8 @@ FEATURES = {"resnet50": 2048, "resnet18": 512}
 # The methods whose network the generic tests build on resnet18. li50 is defined on resnet50 only, and
 # Resnet_Scratch builds exactly Finetune's network (on a random backbone): both are tested on their own.
 ON_RESNET18 = [method for method in METHODS if method not in ("li50", "Resnet_Scratch")]
-IDENTITY_AT_INIT = [method for method in ON_RESNET18 if method != "li18"]  # adapters start at the default init
+# adapters start at the default init, SupSup at a random supermask of a signed-constant backbone
+IDENTITY_AT_INIT = [method for method in ON_RESNET18 if method not in ("li18", "SupSup")]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def is_task_specific(method: str, name: str) -> bool:
         return True
     if method in ("Linear", "li18", "li50"):
         return name.endswith(".adapter.weight")
-    return (name.endswith(("clr.weight", ".dw.weight", ".gate")) or ".bn" in name or name.startswith("bn1.")
+    return (name.endswith(("clr.weight", ".dw.weight", ".gate", ".scores")) or ".bn" in name or name.startswith("bn1.")
             or "downsample.1." in name)
 
 
@@ -228,9 +229,10 @@ def test_norm_penalty_covers_every_trained_tensor_except_the_gates(backbones, me
     model = build_model(backbones["resnet18"], method, 3)
     gates = parameters_ending(model, ".gate")
     assert len(gates) == (20 if method == "Ghost_a" else 0)
+    scores = parameters_ending(model, ".scores")  # Piggyback's and SupSup's: left out too
     trained = [p for p in model.parameters() if p.requires_grad]  # what the optimizer gets, in its order
     assert [id(p) for p in model.penalised_parameters()] == [
-        id(p) for p in trained if not any(p is gate for gate in gates.values())]
+        id(p) for p in trained if not any(p is left_out for left_out in [*gates.values(), *scores.values()])]
     l2_norm_penalty(model.penalised_parameters()).backward()
     assert all(gate.grad is None for gate in gates.values())
 

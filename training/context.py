@@ -1,5 +1,5 @@
 """What every task of a run shares: the method, the frozen backbone, the data and the run's settings."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ class Context:
     layout: Layout
     cache_dir: Path | None = None  # None: decode every task afresh and cache nothing
     workers: int = 0  # processes that decode images
+    options: dict[str, int | float] = field(default_factory=dict)  # the method's own hyper-parameters
 
     @property
     def device(self) -> torch.device:
@@ -59,7 +60,7 @@ class Context:
         return {"method": self.method, "arch": self.arch, "backbone": self.backbone_id,
                 "num_classes": sample.num_classes, "image_size": self.image_size, "epochs": r.epochs,
                 "batch_size": r.batch_size, "lr": r.lr, "norm_penalty": r.norm_penalty, "patience": r.patience,
-                "seed": r.seed, "manifest_sha256": manifest_sha256(sample)}
+                "seed": r.seed, **self.options, "manifest_sha256": manifest_sha256(sample)}
 
 
 def bn_needs_two_images(image_size: int) -> bool:

@@ -12,7 +12,7 @@ import torch
 from common.errors import ClrError, Terminated, WriteError, stop_line
 from dataset.loader import DeviceBatches
 from dataset.task import TaskSample
-from network import parameter_cost, state_bytes
+from network import load_task_state, parameter_cost, state_bytes, stored_state
 from training import distributed
 from training.context import Context
 from training.fit import fit
@@ -36,7 +36,7 @@ def train_isolated_task(ctx: Context, sample: TaskSample) -> TaskRecord:
                           shuffle=True, seed=seed, min_last_batch=ctx.min_last_train_batch)
     val = DeviceBatches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, ctx.device,
                         shuffle=False)
-    model = build_task_model(ctx.backbone, ctx.method, sample.num_classes, ctx.runtime)
+    model = build_task_model(ctx.backbone, ctx.method, sample.num_classes, ctx.runtime, ctx.options)
     cost = parameter_cost(model)
     log.info("label map (class -> label): %s", sample.label_map)
     log.info("task-specific parameters: %d (%.3f%% of the backbone's %d), head %d",
@@ -44,13 +44,15 @@ def train_isolated_task(ctx: Context, sample: TaskSample) -> TaskRecord:
     log.info("images: %d train, %d val; %d classes", len(sample.train), len(sample.val), sample.num_classes)
     config = ctx.task_config(sample)
     progress = fit(ctx, sample, model, train, val, config)
+    load_task_state(model, progress.best_state)
+    state = stored_state(model)  # Piggyback's and SupSup's masks at one bit per weight, not their scores
     return TaskRecord(config=config, task_id=task.task_id, task_name=task.name,
                       label_map=sample.label_map,
-                      state=progress.best_state, best_epoch=progress.best_epoch,
+                      state=state, best_epoch=progress.best_epoch,
                       best_correct=progress.best_correct, best_acc=progress.best_correct / val.num_images,
                       epochs_run=progress.epoch, train_images=len(sample.train), val_images=len(sample.val),
                       trainable_params=cost.trainable, percent_of_backbone=cost.percent,
-                      stored_bytes=state_bytes(progress.best_state), history=progress.history)
+                      stored_bytes=state_bytes(state), history=progress.history)
 
 
 def finished_record(ctx: Context, sample: TaskSample) -> TaskRecord | None:

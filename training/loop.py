@@ -17,13 +17,17 @@ def trained_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, runtime: Runtime) -> torch.optim.Adam:
-    """Adam over the task's own tensors (fused where the runtime says), as the recipe and the benchmark use it."""
-    return torch.optim.Adam(trained_parameters(model), lr=lr, fused=runtime.fused_optimizer or None)
+    """Adam over the task's own tensors (fused where the runtime says), as the recipe and the benchmark use it; a
+    model with ``optimizer_groups`` (a task model: Piggyback's scores have their own rate) says how they group."""
+    groups = model.optimizer_groups(lr) if hasattr(model, "optimizer_groups") else trained_parameters(model)
+    return torch.optim.Adam(groups, lr=lr, fused=runtime.fused_optimizer or None)
 
 
-def build_task_model(backbone: torch.nn.Module, method: str, num_classes: int, runtime: Runtime) -> torch.nn.Module:
-    """A task's model for ``method`` on the runtime's device and memory format."""
-    return runtime.prepare(build_model(backbone, method, num_classes))
+def build_task_model(backbone: torch.nn.Module, method: str, num_classes: int, runtime: Runtime,
+                     options: dict[str, int | float] | None = None) -> torch.nn.Module:
+    """A task's model for ``method`` (with its ``options`` while training; a saved task needs none) on the
+    runtime's device and memory format."""
+    return runtime.prepare(build_model(backbone, method, num_classes, options))
 
 
 def l2_norm_penalty(params: list[torch.Tensor]) -> torch.Tensor:
