@@ -107,8 +107,8 @@ class _Method:
     arch: str | None = None  # the one architecture the method is defined on
     weights: str | None = None  # the one kind of backbone weights it is defined on
     affine_bn: bool = True  # False: BN loses its affine pair (SupSup's non-affine BN); the statistics stay the task's
-    options: dict[str, Option] = field(default_factory=dict)  # "<method>_<name>": offered as --method-name; a
-    # <method>_mask_lr is the masks' own Adam learning rate (without one: --lr)
+    options: dict[str, Option] = field(default_factory=dict)  # "<method>_<name>", offered as --<method>-<name>;
+    # a <method>_mask_lr is the masks' own Adam learning rate (without one: --lr)
 
 
 _PIGGYBACK_OPTIONS = {
@@ -202,7 +202,7 @@ class TaskModel(nn.Module):
     def penalised_parameters(self) -> list[nn.Parameter]:
         """The tensors of the norm penalty, in the optimizer's order: everything the task trains except Ghost_a's
         gates, which the release keeps in a separate, unregularised list, and the masks' scores, which a penalty
-        would pull toward the threshold (neither mask paper regularises them)."""
+        would pull toward zero, across Piggyback's threshold (neither mask paper regularises them)."""
         excluded = {id(module.gate) for module in self.modules() if isinstance(module, GatedConv)}
         excluded |= {id(module.scores) for module in self.modules() if isinstance(module, MaskedConv)}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in excluded]
