@@ -8,6 +8,7 @@ from continual.er import ER
 from continual.ewc import EWC
 from continual.lwf import LwF
 from continual.method import Method, Option
+from continual.packnet import PackNet
 from continual.sequence import forget_sequence, learn_sequence
 from continual.sgd import SGD
 from dataset.task import TaskSample
@@ -15,7 +16,7 @@ from training.context import Context
 
 log = logging.getLogger("clr")
 
-REGISTRY: dict[str, type[Method]] = {"SGD": SGD, "EWC": EWC, "LwF": LwF, "ER": ER}
+REGISTRY: dict[str, type[Method]] = {"SGD": SGD, "EWC": EWC, "LwF": LwF, "ER": ER, "PackNet": PackNet}
 METHODS = tuple(REGISTRY)
 __all__ = ["METHODS", "REGISTRY", "Option", "add_arguments", "learn", "forget_sequence"]
 
