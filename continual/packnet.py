@@ -47,9 +47,11 @@ class PackNet(Method):
                                 "that go back to the free pool after it (default %(default)s, the paper's and its "
                                 "release's scripts/run_sequence.sh)"),
         "packnet_retrain_epochs": Option(10, "PackNet: epochs that retrain a task's kept weights after its prune "
-                                         "(0: none; default %(default)s, the release's --post_prune_epochs)"),
+                                         "(0: none; default %(default)s, the post-prune epochs of the release's "
+                                         "scripts/run_sequence.sh)"),
         "packnet_retrain_lr": Option(1e-4, "PackNet: Adam learning rate of the retraining (default %(default)s, the "
-                                     "release's post-prune rate, a tenth of its training rate)", positive=True),
+                                     "release's post-prune rate in run_sequence.sh, a tenth of its training rate)",
+                                     positive=True),
     }
 
     def __init__(self, ctx, **options) -> None:
