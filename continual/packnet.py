@@ -59,6 +59,7 @@ class PackNet(Method):
         for name in ("packnet_keep", "packnet_prune"):
             if self.option(name) > 1:
                 raise RunError(f"--{name.replace('_', '-')} is a fraction: at most 1, got {self.option(name)}")
+        self.pretrained_batch_norms = batch_norms(ctx.backbone)  # where each task's BN starts (never changed)
         self.owners: dict[str, torch.Tensor] = {}  # conv name -> uint8 owner of each weight (BACKBONE, k or FREE)
         self.batch_norms: list[dict[str, torch.Tensor]] = []  # per learnt task: its BN (CPU)
         self.empty_layers: list[list] = []  # per task: [its name, the convs where it keeps no weight]
@@ -66,7 +67,6 @@ class PackNet(Method):
     def build_model(self) -> MultiHeadModel:
         model = super().build_model()
         _reprogram_convs(model, MaskedConv)
-        self.pretrained_batch_norms = copied(batch_norms(model))
         for name, layer in masked_convs(model):
             freed = smallest(layer.conv.weight, torch.ones_like(layer.active), 1 - self.option("packnet_keep"))
             self.owners[name] = torch.where(freed, FREE, BACKBONE).to(torch.uint8)
@@ -82,8 +82,7 @@ class PackNet(Method):
     def select(self, model: MultiHeadModel, task: int) -> None:
         """Task ``task``'s mask in every conv, and its own weights as the trained ones."""
         for name, layer in masked_convs(model):
-            layer.active.copy_(self.owners[name] <= task)
-            layer.trained.copy_(self.owners[name] == task)
+            layer.active, layer.trained = self.owners[name] <= task, self.owners[name] == task
 
     def before_task(self, model: MultiHeadModel, data: TaskData) -> None:
         task = data.position + 1
@@ -155,13 +154,17 @@ def masked_convs(model: nn.Module) -> list[tuple[str, MaskedConv]]:
 
 
 def smallest(weight: torch.Tensor, candidates: torch.Tensor, fraction: float) -> torch.Tensor:
-    """A mask of the round(fraction x count) candidates of smallest magnitude, on the CPU with ties broken by
-    position, so that every device picks the same ones."""
-    magnitude = weight.detach().flatten().abs().cpu()
+    """A mask of the round(fraction x count) candidates of smallest magnitude, on the CPU with ties at the cut
+    broken by position, so that every device picks the same ones."""
     index = candidates.flatten().cpu().nonzero().squeeze(1)
-    chosen = index[magnitude[index].sort(stable=True).indices[:round(fraction * len(index))]]
+    magnitude = weight.detach().flatten().abs().cpu()[index]
+    count = round(fraction * len(index))
     mask = torch.zeros(weight.numel(), dtype=torch.bool)
-    mask[chosen] = True
+    if count:
+        cut = magnitude.kthvalue(count).values
+        below = magnitude < cut
+        mask[index[below]] = True
+        mask[index[(magnitude == cut).nonzero().squeeze(1)[:count - int(below.sum())]]] = True
     return mask.reshape(weight.shape).to(weight.device)
 
 
@@ -177,5 +180,5 @@ def load_batch_norms(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             tensor.copy_(state[name])
 
 
-def copied(tensors: dict[str, torch.Tensor], device=None) -> dict[str, torch.Tensor]:
+def copied(tensors: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().to(device, copy=True) for name, tensor in tensors.items()}

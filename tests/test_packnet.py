@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import main
-from continual.packnet import FREE, MASK_PREFIX, PackNet
+from continual.packnet import FREE, MASK_PREFIX, PackNet, smallest
 from network import load_backbone, unpack_bits
 from tests.conftest import Kill, assert_same_states, read_csv, saved_states
 from tests import test_continual
@@ -118,17 +118,24 @@ def test_killed_in_either_phase_and_resumed_gives_the_same_files(data, reference
 
 
 def test_a_task_without_free_weights_warns_and_still_finishes(data, tmp_path, capsys):
-    keep_all = ["--epochs", "1", "--packnet-prune", "0", "--packnet-retrain-epochs", "0"]  # the first task keeps all
-    assert main.main(test_continual.run_args(data, tmp_path, "PackNet", "--tasks", *TWO, *keep_all)) == 0
-    printed = capsys.readouterr().out
-    assert f"PackNet: task {TWO[1]} keeps no weights of its own in 20 conv(s) (conv1, layer1.0.conv1," in printed
-    assert f"PackNet: task {TWO[0]} keeps" not in printed
-    log = (tmp_path / "result" / TWO[1] / "PackNet.log").read_text()
-    assert f"PackNet: {TWO[1]} trains the 0.00% of the conv weights that are free" in log
-    assert f"PackNet: task {TWO[1]} keeps no weights of its own in 20 conv(s)" in log
-    rows = read_csv(tmp_path / "result" / "PackNet_matrix.csv")
-    assert rows[1][TWO[0]] == rows[0][TWO[0]]
-    assert (after_task_state(tmp_path)["method"]["owners"]["conv1"] != 2).all()
+    no_free = ["--tasks", TWO[0], "--epochs", "1", "--packnet-keep", "1", "--packnet-retrain-epochs", "0"]
+    assert main.main(test_continual.run_args(data, tmp_path, "PackNet", *no_free)) == 0
+    note = f"PackNet: task {TWO[0]} keeps no weights of its own in 20 conv(s) (conv1, layer1.0.conv1,"
+    assert note in capsys.readouterr().out  # the printed summary
+    log = (tmp_path / "result" / TWO[0] / "PackNet.log").read_text()
+    assert f"PackNet: {TWO[0]} trains the 0.00% of the conv weights that are free" in log
+    assert note in log
+    record = torch.load(tmp_path / "weight" / f"{TWO[0]}_PackNet.pt", weights_only=True)
+    assert record["best_acc"] > 0 and record["trainable_params"] == 2 * 4800 + 512 * 5 + 5  # BN and head only
+
+
+def test_the_smallest_weights_are_picked_with_ties_broken_by_position():
+    weight = torch.tensor([[0.5, -0.1, 0.1, 0.3], [0.1, -2.0, 0.0, 0.1]])
+    candidates = torch.ones_like(weight, dtype=torch.bool)
+    candidates[1, 2] = False  # the 0.0 is another owner's
+    assert smallest(weight, candidates, 0.5).tolist() == [[False, True, True, False], [True, False, False, True]]
+    assert smallest(weight, candidates, 0.3).tolist() == [[False, True, True, False], [False] * 4]  # round(2.1)
+    assert not smallest(weight, candidates, 0).any() and torch.equal(smallest(weight, candidates, 1), candidates)
 
 
 def test_torchrun_is_refused_in_one_line(data, tmp_path, monkeypatch, capsys):
