@@ -72,7 +72,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="Ghost_reduced_v1 = CLR (default), Ghost = CLR-Full, Ghost_reduced_v2, Ghost_a (gated "
                        "CLR), li18 / li50 (residual adapters), and the baselines Linear (head only), Finetune "
                        "(everything) and Resnet_Scratch (everything, from a random init); Piggyback and SupSup "
-                       "learn a binary mask per task; SGD, EWC, LwF and ER share one backbone across the tasks")
+                       "learn a binary mask per task; SGD, EWC, LwF, ER, SI and PSP share one backbone across the "
+                       "tasks, and PackNet shares out its weights among them")
     model.add_argument("--arch", choices=ARCHS, help=f"backbone (default {ARCHS[0]}; li18 and li50 imply theirs)")
     model.add_argument("--weights", help="backbone weights: imagenet (torchvision IMAGENET1K_V1, downloaded once; "
                        "the default), none (random init, for demos and tests; implied by Resnet_Scratch and "

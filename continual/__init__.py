@@ -8,6 +8,7 @@ from continual.er import ER
 from continual.ewc import EWC
 from continual.lwf import LwF
 from continual.method import Method, Option
+from continual.packnet import PackNet
 from continual.psp import PSP
 from continual.sequence import forget_sequence, learn_sequence
 from continual.sgd import SGD
@@ -17,7 +18,8 @@ from training.context import Context
 
 log = logging.getLogger("clr")
 
-REGISTRY: dict[str, type[Method]] = {"SGD": SGD, "EWC": EWC, "LwF": LwF, "ER": ER, "SI": SI, "PSP": PSP}
+REGISTRY: dict[str, type[Method]] = {"SGD": SGD, "EWC": EWC, "LwF": LwF, "ER": ER, "SI": SI, "PSP": PSP,
+                                     "PackNet": PackNet}
 METHODS = tuple(REGISTRY)
 __all__ = ["METHODS", "REGISTRY", "Option", "add_arguments", "learn", "forget_sequence"]
 

@@ -80,9 +80,10 @@ class Method:
         per task, as CPU tensors."""
         return model.head_state(position)
 
-    def task_parameters(self, model: MultiHeadModel) -> int:
-        """Parameter elements the task in use trains and keeps of its own (its record's trainable_params): its head."""
-        return sum(p.numel() for p in model.fc.parameters())
+    def task_parameters(self, model: MultiHeadModel, position: int) -> int:
+        """Parameter elements the task at ``position`` trained and keeps as its own, for its record: its head (PSP
+        adds its BN, PackNet the weights it owns and its BN)."""
+        return sum(p.numel() for p in model.heads[position].parameters())
 
     def task_bytes(self, position: int) -> int:
         """Bytes the method keeps for the task at ``position`` outside its ``task_state`` (ER: its images), for the
@@ -95,3 +96,7 @@ class Method:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore ``state_dict()`` (a resumed run)."""
+
+    def notes(self) -> list[str]:
+        """Lines the run's printed summary adds after the matrix (PackNet: the layers that ran out of weights)."""
+        return []

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from continual.method import Method, TaskData
-from network import MultiHeadModel, pack_bits
+from network import MultiHeadModel, pack_bits, replace_convs
 
 BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
 
@@ -42,10 +42,7 @@ class PSP(Method):
 
     def build_model(self) -> MultiHeadModel:
         model = super().build_model()
-        convs = [(parent, name, child) for parent in model.modules()
-                 for name, child in parent.named_children() if isinstance(child, nn.Conv2d)]
-        for parent, name, conv in convs:
-            setattr(parent, name, ContextConv(conv))
+        replace_convs(model, ContextConv)
         self.backbone_bn = bn_state(model)
         return model
 
@@ -76,13 +73,14 @@ class PSP(Method):
     def task_state(self, model: MultiHeadModel, position: int) -> dict[str, torch.Tensor]:
         """The head, the task's BN and its contexts, packed at one bit per element (kept so that the file holds the
         whole task, and counted so that its storage is honest, though the seed could redraw them)."""
-        contexts = {f"{name}.context": pack_bits(context > 0) for name, context in self.contexts(model, position).items()}
+        contexts = {f"{name}.context": pack_bits(context > 0)
+                    for name, context in self.contexts(model, position).items()}
         return model.head_state(position) | self.bn[position] | contexts
 
-    def task_parameters(self, model: MultiHeadModel) -> int:
+    def task_parameters(self, model: MultiHeadModel, position: int) -> int:
         """The head and the task's BN affine."""
         bn_affine = sum(t.numel() for name, t in batch_norms(model).items() if name.endswith((".weight", ".bias")))
-        return super().task_parameters(model) + bn_affine
+        return super().task_parameters(model, position) + bn_affine
 
     def state_dict(self) -> dict:
         return {"bn": self.bn}

@@ -1,6 +1,7 @@
 """The task sequence of a shared-backbone method: learn each task through the one fit loop, evaluate every task
 learnt so far, and save after each task, in one file, everything the next task needs."""
 import logging
+from pathlib import Path
 
 import torch
 
@@ -8,7 +9,7 @@ from common.files import save_torch
 from continual.matrix import summary, write_matrix
 from continual.method import Method, TaskData
 from dataset.loader import DeviceBatches
-from dataset.task import TaskSample
+from dataset.task import TaskInfo, TaskSample
 from network import MultiHeadModel, load_task_state, state_bytes
 from training.checkpoints import Progress
 from training.context import Context
@@ -32,8 +33,15 @@ def sequence_config(ctx: Context, samples: list[TaskSample], method: Method) -> 
 def forget_sequence(ctx: Context, samples: list[TaskSample]) -> None:
     """--fresh: the selected tasks' files, and the sequence's own state and matrix."""
     forget_tasks(ctx, samples)
+    for sample in samples:
+        second_phase_resume_path(ctx, sample.task).unlink(missing_ok=True)
     ctx.layout.after_task(ctx.method).unlink(missing_ok=True)
     ctx.layout.matrix_csv(ctx.method).unlink(missing_ok=True)
+
+
+def second_phase_resume_path(ctx: Context, task: TaskInfo) -> Path:
+    """The resume point of a task's second pass through the fit loop (PackNet's retraining after its prune)."""
+    return ctx.layout.resume(task.name, f"{ctx.method}.phase2")
 
 
 def validation_batches(ctx: Context, sample: TaskSample) -> DeviceBatches:
@@ -89,30 +97,33 @@ def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> s
             row = evaluate_learnt(ctx, model, method, samples)
             log.info("after %s: accuracy %s", sample.task.name,
                      ", ".join(f"{s.task.name} {c / len(s.val):.4f}" for s, c in zip(samples, row)))
-        own = method.task_parameters(model)
+        trained = method.task_parameters(model, position)
         state = method.task_state(model, position)
         finished["records"].append(TaskRecord(
             config=task_config, task_id=sample.task.task_id, task_name=sample.task.name,
             label_map=sample.label_map, state=state, stored_bytes=state_bytes(state) + method.task_bytes(position),
             best_epoch=progress.best_epoch, best_correct=row[position], best_acc=row[position] / len(sample.val),
             epochs_run=progress.epoch, train_images=len(sample.train), val_images=len(sample.val),
-            trainable_params=own, percent_of_backbone=100 * own / model.backbone_parameters,
+            trainable_params=trained, percent_of_backbone=100 * trained / model.backbone_parameters,
             history=progress.history, shared_backbone=True))
         finished["correct"].append(row)
         save_sequence(ctx, model, method, config, finished)
         write_outputs(ctx, samples, finished)
-        ctx.resume_path(sample.task).unlink(missing_ok=True)
-    return summary(ctx.method, samples, accuracy_matrix(samples, finished))
+        for resume in (ctx.resume_path(sample.task), second_phase_resume_path(ctx, sample.task)):
+            resume.unlink(missing_ok=True)
+    return "\n".join([summary(ctx.method, samples, accuracy_matrix(samples, finished)), *method.notes()])
 
 
-def learn_shared_task(ctx: Context, model: MultiHeadModel, method: Method, data: TaskData, config: dict) -> Progress:
-    """The fit loop on the shared model with the method's loss; leaves the model at its best epoch."""
+def learn_shared_task(ctx: Context, model: MultiHeadModel, method: Method, data: TaskData, config: dict, *,
+                      resume: Path | None = None) -> Progress:
+    """The fit loop on the shared model with the method's loss; leaves the model at its best epoch. ``resume``:
+    the resume point of a second pass (default: the task's own)."""
     def batch_loss(images: torch.Tensor, index: torch.Tensor):
         labels = data.labels[index]
         return *method.batch_loss(model, data, images, labels, index), labels
 
     hooks = method.task_hooks(model, data)
-    progress = fit(ctx, data.sample, model, data.train, data.val, config, batch_loss, hooks=hooks)
+    progress = fit(ctx, data.sample, model, data.train, data.val, config, batch_loss, resume=resume, hooks=hooks)
     load_task_state(model, progress.best_state)  # backbone and heads as they were at the best epoch
     if hooks is not None:
         hooks.load(progress.best_method_state)  # and the method's state as it was then

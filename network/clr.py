@@ -256,7 +256,7 @@ def build_model(backbone: nn.Module, method: str, num_classes: int,
     _implied(method, "--arch", arch, spec.arch, ARCHS[0])  # li18 / li50 refuse the other one
     resnet = copy.deepcopy(backbone)
     mask_lr = values.pop("mask_lr", None)
-    _reprogram_convs(resnet, lambda conv: spec.reprogram(conv, **values))
+    replace_convs(resnet, lambda conv: spec.reprogram(conv, **values))
     if not spec.affine_bn:
         _drop_bn_affine(resnet)
     old_head = resnet.fc
@@ -272,7 +272,9 @@ def build_model(backbone: nn.Module, method: str, num_classes: int,
     return model.eval()
 
 
-def _reprogram_convs(resnet: nn.Module, reprogram: Callable[[nn.Conv2d], nn.Module | None]) -> None:
+def replace_convs(resnet: nn.Module, reprogram: Callable[[nn.Conv2d], nn.Module | None]) -> None:
+    """Put ``reprogram(conv)`` in place of every conv of the network (None: keep that conv), keeping torchvision's
+    module names; the convs are listed first, so a replacement that holds its conv is not visited again."""
     convs = [(parent, name, child) for parent in resnet.modules()
              for name, child in parent.named_children() if isinstance(child, nn.Conv2d)]
     for parent, name, conv in convs:

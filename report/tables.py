@@ -62,7 +62,8 @@ def backward_transfer(matrix: pd.DataFrame) -> float | None:
 def summary_frame(accuracy: pd.DataFrame, params: pd.DataFrame, stored: pd.DataFrame, results: list[MethodResults],
                   checks: dict[str, Verification]) -> pd.DataFrame:
     """One row per method: tasks finished, average and median accuracy, the average over the common tasks,
-    parameters and bytes per task, and backward transfer (0 for an isolated method whose every task re-evaluated equal)."""
+    parameters and bytes per task, and backward transfer (0 for an isolated method whose every task re-evaluated
+    equal)."""
     common = common_tasks(accuracy)
     rows = {}
     for r in results:

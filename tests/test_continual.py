@@ -22,7 +22,7 @@ from training.settings import Recipe, runtime_for
 
 TRAIN_PER_CLASS, VAL_PER_CLASS = 10, 4  # a small cut of the demo tasks, so a whole backbone trains in seconds
 TASKS = [f"{order}_{name}" for order, name in enumerate(DEMO_TASKS, 1)]  # folder names sort in demo order
-BASELINES = ("SGD", "EWC", "LwF", "ER")  # SI and PSP have tests/test_si_psp.py
+HEAD_ONLY = ("SGD", "EWC", "LwF", "ER")  # tested here; SI and PSP in test_si_psp.py, PackNet in test_packnet.py
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +69,13 @@ def runs(data, dct, tmp_path_factory) -> dict[str, tuple[Path, list[str]]]:
     """One uninterrupted run of each method: (its output folder, its tasks)."""
     outs = {"SGD": (tmp_path_factory.mktemp("SGD"), SGD_TASKS)}
     assert main.main(sgd_args(dct, outs["SGD"][0])) == 0
-    for method in BASELINES[1:]:
+    for method in HEAD_ONLY[1:]:
         outs[method] = (tmp_path_factory.mktemp(method), TASKS)
         assert main.main(run_args(data, outs[method][0], method)) == 0
     return outs
 
 
-@pytest.mark.parametrize("method", BASELINES)
+@pytest.mark.parametrize("method", HEAD_ONLY)
 def test_matrix_weights_files_and_csv_agree(runs, method):
     out, tasks = runs[method]
     rows = read_csv(out / "result" / f"{method}_matrix.csv")

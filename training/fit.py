@@ -3,6 +3,7 @@ the history, the epoch log line, the stop on a non-finite loss or weight, and th
 import logging
 import math
 import time
+from pathlib import Path
 
 import torch
 
@@ -19,16 +20,18 @@ log = logging.getLogger("clr")
 
 
 def fit(ctx: Context, sample: TaskSample, model: torch.nn.Module, train: DeviceBatches, val: DeviceBatches,
-        config: dict, batch_loss: BatchLoss | None = None, *, hooks: MethodHooks | None = None) -> Progress:
+        config: dict, batch_loss: BatchLoss | None = None, *, resume: Path | None = None,
+        hooks: MethodHooks | None = None) -> Progress:
     """Train ``model``'s trainable tensors on one task with the run's recipe, continuing from the task's resume
     point if there is one, and return where it ended: the best epoch's state, the history. ``config`` is what
     the resume point records and must match; ``batch_loss`` is a method's own loss (default: cross-entropy);
+    ``resume`` is the resume point's path (default: the task's; a second phase of a task needs its own);
     ``hooks`` a method's per-step call and mid-task state."""
     recipe, runtime, task = ctx.recipe, ctx.runtime, sample.task
     optimizer = build_optimizer(model, recipe.lr, runtime)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.lr_step, gamma=0.1)
     stepped = torch.compile(model) if runtime.compile else model
-    resume = ctx.resume_path(task)
+    resume = resume or ctx.resume_path(task)
     if resume.exists():
         progress = restore_resume_point(resume, config, model, optimizer, scheduler, train, hooks)
         log.info("resuming %s after epoch %d (best %.2f%% at epoch %d)", task.name, progress.epoch,
@@ -48,10 +51,10 @@ def fit(ctx: Context, sample: TaskSample, model: torch.nn.Module, train: DeviceB
                                               f"{task.name} {progress.epoch}/{recipe.epochs}", batch_loss,
                                               after_step=hooks.after_step if hooks else None)
         except NonFiniteLoss as error:
-            raise RunError(stopped_message(ctx, sample, str(error), progress.epoch)) from None
+            raise RunError(stopped_message(sample, str(error), progress.epoch, resume)) from None
         broken = broken_training(loss, model)
         if broken:
-            raise RunError(stopped_message(ctx, sample, broken, progress.epoch))
+            raise RunError(stopped_message(sample, broken, progress.epoch, resume))
         scheduler.step()
         correct = evaluate(model, val, runtime)  # uncompiled: what the report re-evaluates
         if correct > progress.best_correct:
@@ -83,9 +86,9 @@ def broken_training(loss: float, model: torch.nn.Module) -> str | None:
     return None
 
 
-def stopped_message(ctx: Context, sample: TaskSample, what: str, epoch: int) -> str:
+def stopped_message(sample: TaskSample, what: str, epoch: int, resume: Path) -> str:
     """Why a task stopped with a non-finite loss or weight: what is kept, what is not, and what to try."""
-    kept = (f"its resume point after epoch {epoch - 1} is kept in {ctx.resume_path(sample.task)}" if epoch > 1
+    kept = (f"its resume point after epoch {epoch - 1} is kept in {resume}" if epoch > 1
             else "it had no resume point yet")
     return (f"task {sample.task.name}: {what} in epoch {epoch}, so the task stopped and saved no weights; {kept}. "
             "Rerun to retry, or try --precision fp32 or a lower --lr (with --fresh or another --weight folder)")

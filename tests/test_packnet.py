@@ -1,0 +1,151 @@
+"""PackNet end to end on two small synthetic tasks: a flat accuracy matrix, frozen weights that stay bit for bit,
+the bytes and parameters each task keeps, resume after a kill in either phase, a backbone that runs out of free
+weights, and the refusal under torchrun."""
+import contextlib
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import main
+from continual.packnet import FREE, MASK_PREFIX, PackNet, smallest
+from network import load_backbone, unpack_bits
+from tests.conftest import Kill, assert_same_states, read_csv, saved_states
+from tests import test_continual
+from training import distributed
+
+data = test_continual.data  # the fixture of a small cut of the demo tasks, a few images per class
+TWO = test_continual.TASKS[:2]
+
+
+def packnet_args(data: Path, out: Path, *extra: str) -> list[str]:
+    """One epoch of training and two of retraining per task: calls 1-3 of train_one_epoch are the first task's."""
+    return test_continual.run_args(data, out, "PackNet", "--tasks", *TWO, "--epochs", "1",
+                                   "--packnet-retrain-epochs", "2", *extra)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory) -> tuple[Path, dict]:
+    """An uninterrupted run, and the conv weights and owners as the first task left them."""
+    out, after_first = tmp_path_factory.mktemp("packnet"), {}
+    real = PackNet.before_task
+
+    def before_task(self, model, task_data):
+        if task_data.position == 1:
+            after_first["weights"] = {name: p.detach().clone() for name, p in model.named_parameters()
+                                      if name.endswith("conv.weight")}
+            after_first["owners"] = {name: owners.clone() for name, owners in self.owners.items()}
+        real(self, model, task_data)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PackNet, "before_task", before_task)
+        assert main.main(packnet_args(data, out)) == 0
+    return out, after_first
+
+
+def after_task_state(out: Path) -> dict:
+    return torch.load(out / "weight" / "PackNet_after_task.pt", weights_only=True)
+
+
+def test_matrix_is_flat_and_earlier_weights_stay_bit_for_bit(reference):
+    out, after_first = reference
+    rows = read_csv(out / "result" / "PackNet_matrix.csv")
+    assert rows[1][TWO[0]] == rows[0][TWO[0]]  # R[T][i] == R[i][i], as written
+    saved = after_task_state(out)
+    changed = 0
+    for name, before in after_first["weights"].items():
+        layer = name.removesuffix(".conv.weight")
+        owners, now = saved["method"]["owners"][layer], saved["backbone"][name]
+        frozen = after_first["owners"][layer] <= 1  # the backbone's and the first task's
+        assert torch.equal(owners[frozen], after_first["owners"][layer][frozen])
+        assert torch.equal(now[frozen], before[frozen].cpu()), name
+        assert (now[owners == FREE] == 0).all()  # pruned back to the pool at zero
+        changed += int((now[owners == 2] != 0).sum())
+    assert changed > 0  # the second task did train weights of its own
+    assert all((owners == 1).any() for owners in after_first["owners"].values())
+
+
+def test_each_task_keeps_its_mask_bn_and_head(reference):
+    out, _ = reference
+    resnet = load_backbone("resnet18", "none")
+    convs = {name: m.weight.numel() for name, m in resnet.named_modules() if isinstance(m, nn.Conv2d)}
+    channels = sum(m.num_features for m in resnet.modules() if isinstance(m, nn.BatchNorm2d))
+    owners = after_task_state(out)["method"]["owners"]
+    assert set(owners) == set(convs) and len(convs) == 20  # every conv: the stem and the downsamples too
+    states = saved_states(out)
+    for position, task in enumerate(TWO):
+        record = states[f"{task}_PackNet.pt"]
+        classes, state = record["config"]["num_classes"], record["state"]
+        masks = {key.removeprefix(MASK_PREFIX): t for key, t in state.items() if key.startswith(MASK_PREFIX)}
+        assert set(masks) == set(convs)
+        owned = 0
+        for name, numel in convs.items():
+            assert masks[name].dtype == torch.uint8 and masks[name].numel() == math.ceil(numel / 8)
+            mine = unpack_bits(masks[name], owners[name].shape)
+            assert torch.equal(mine, owners[name] == position + 1)
+            owned += int(mine.sum())
+        head = 512 * classes + classes
+        assert len(state) == 2 + 4 * 20 + len(convs)  # head, four tensors per BN, a mask per conv
+        assert record["stored_bytes"] == 4 * head + 4 * 4 * channels + sum(math.ceil(n / 8) for n in convs.values())
+        assert record["trainable_params"] == owned + 2 * channels + head
+        assert owned > 0
+
+
+def test_killed_in_either_phase_and_resumed_gives_the_same_files(data, reference, tmp_path, monkeypatch):
+    def resume_points() -> list[str]:
+        return sorted(path.name for path in (tmp_path / "weight").glob("*resume.pt"))
+
+    kill = Kill(monkeypatch, at_call=4)  # the second task's training: it starts again from the first's state
+    assert main.main(packnet_args(data, tmp_path)) == 130
+    assert resume_points() == []
+    kill.disarm()
+    kill = Kill(monkeypatch, at_call=3)  # its training again, then its retraining's first and second epoch
+    assert main.main(packnet_args(data, tmp_path)) == 130
+    assert resume_points() == [f"{TWO[1]}_PackNet.phase2.resume.pt", f"{TWO[1]}_PackNet.resume.pt"]
+    kill.disarm()
+    assert main.main(packnet_args(data, tmp_path)) == 0
+    assert resume_points() == []
+    out, _ = reference
+    for name in ("PackNet_matrix.csv", "PackNet.csv"):
+        assert (tmp_path / "result" / name).read_text() == (out / "result" / name).read_text()
+    resumed, uninterrupted = saved_states(tmp_path), saved_states(out)
+    mine, theirs = (states.pop("PackNet_after_task.pt") for states in (resumed, uninterrupted))
+    assert_same_states(resumed, uninterrupted)
+    for a, b in ((mine["backbone"], theirs["backbone"]), (mine["method"]["owners"], theirs["method"]["owners"])):
+        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_a_task_without_free_weights_warns_and_still_finishes(data, tmp_path, capsys):
+    no_free = ["--tasks", TWO[0], "--epochs", "1", "--packnet-keep", "1", "--packnet-retrain-epochs", "0"]
+    assert main.main(test_continual.run_args(data, tmp_path, "PackNet", *no_free)) == 0
+    note = f"PackNet: task {TWO[0]} keeps no weights of its own in 20 conv(s) (conv1, layer1.0.conv1,"
+    assert note in capsys.readouterr().out  # the printed summary
+    log = (tmp_path / "result" / TWO[0] / "PackNet.log").read_text()
+    assert f"PackNet: {TWO[0]} trains the 0.00% of the conv weights that are free" in log
+    assert note in log
+    record = torch.load(tmp_path / "weight" / f"{TWO[0]}_PackNet.pt", weights_only=True)
+    assert record["best_acc"] > 0 and record["trainable_params"] == 2 * 4800 + 512 * 5 + 5  # BN and head only
+
+
+def test_the_smallest_weights_are_picked_with_ties_broken_by_position():
+    weight = torch.tensor([[0.5, -0.1, 0.1, 0.3], [0.1, -2.0, 0.0, 0.1]])
+    candidates = torch.ones_like(weight, dtype=torch.bool)
+    candidates[1, 2] = False  # the 0.0 is another owner's
+    assert smallest(weight, candidates, 0.5).tolist() == [[False, True, True, False], [True, False, False, True]]
+    assert smallest(weight, candidates, 0.3).tolist() == [[False, True, True, False], [False] * 4]  # round(2.1)
+    assert not smallest(weight, candidates, 0).any() and torch.equal(smallest(weight, candidates, 1), candidates)
+
+
+def test_torchrun_is_refused_in_one_line(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(distributed, "is_torchrun", lambda: True)
+    monkeypatch.setattr(distributed, "process_group", contextlib.nullcontext)
+    assert main.main(packnet_args(data, tmp_path)) == 2
+    assert capsys.readouterr().err == ("error: --method PackNet learns its tasks one after another on one shared "
+                                       "backbone, so it cannot be spread over processes: run it without torchrun\n")
+
+
+def test_fractions_above_one_are_refused(data, tmp_path, capsys):
+    assert main.main(packnet_args(data, tmp_path, "--packnet-keep", "1.5")) == 2
+    assert capsys.readouterr().err.endswith("\nerror: --packnet-keep is a fraction: at most 1, got 1.5\n")
