@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # Placeholders the docs write in capitals, where the parser needs a value of a given kind (a path is any string).
-PLACEHOLDERS = {"M": "SGD"}
+PLACEHOLDERS = {"M": "SGD", "$method": "SGD"}
 SHELL_OPERATOR = set("();<>|&")
 FENCE = re.compile(r"^ *```[^\n]*\n(.*?)^ *```", re.M | re.S)
 INLINE = re.compile(r"(?<!`)`([^`]+)`(?!`)")

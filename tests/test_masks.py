@@ -14,7 +14,10 @@ from network import (build_model, load_backbone, load_task_state, parameter_cost
 from network.clr import resnet_features
 from network.masks import MaskedConv, kept_count
 from report.verify import verify_task
-from tests.conftest import TASKS, Kill, assert_same_states, read_csv, run_args, saved_states
+from tests.conftest import Kill, assert_same_states, read_csv, run_args, saved_states
+from tests.test_continual import TASKS as FOLDER_TASKS
+from tests.test_continual import data  # noqa: F401  (the small cut of the demo tasks as task folders, a fixture)
+from tests.test_continual import run_args as folder_args
 from training.record import TaskRecord
 
 
@@ -117,8 +120,12 @@ def test_cost_and_bytes_per_task(backbone, method):
 OPTION = {"Piggyback": ("--piggyback-threshold", "0.009"), "SupSup": ("--supsup-sparsity", "0.4")}
 
 
+TASKS = FOLDER_TASKS[:2]
+
+
 def mask_args(data: Path, out: Path, method: str) -> list[str]:
-    args = run_args(data, out, "--method", method, *OPTION[method])
+    """Two task folders, 16 px, a few images per class: the task-folder layout, small enough to train thrice."""
+    args = folder_args(data, out, method, "--tasks", *TASKS, *OPTION[method])
     if method == "SupSup":  # the method implies --weights none
         start = args.index("--weights")
         del args[start:start + 2]
@@ -141,12 +148,23 @@ class LookBack:
         return record
 
 
+@pytest.fixture(scope="module")
+def whole_runs(data, tmp_path_factory) -> dict[str, tuple[Path, tuple[int, int]]]:
+    """One uninterrupted run of each method: its output folder, and the first task re-evaluated from its record
+    after the second was learnt, with its recorded count."""
+    runs = {}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for method in OPTION:
+            look_back, out = LookBack(monkeypatch), tmp_path_factory.mktemp(method)
+            assert main.main(mask_args(data, out, method)) == 0
+            runs[method] = (out, look_back.found)
+            monkeypatch.undo()
+    return runs
+
+
 @pytest.mark.parametrize("method", ["Piggyback", "SupSup"])
-def test_method_learns_verifies_and_resumes_bit_identically(data, tmp_path, monkeypatch, method):
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    look_back = LookBack(monkeypatch)
-    assert main.main(mask_args(data, whole, method)) == 0
-    recomputed, recorded = look_back.found
+def test_method_learns_and_verifies(whole_runs, method):
+    whole, (recomputed, recorded) = whole_runs[method]
     assert recomputed == recorded  # the first task is untouched by the second
     records = saved_states(whole)
     assert len(records) == 2 and [row["task_name"] for row in read_csv(whole / "result" / f"{method}.csv")] == TASKS
@@ -158,11 +176,15 @@ def test_method_learns_verifies_and_resumes_bit_identically(data, tmp_path, monk
     assert ("2 task(s) re-loaded onto a freshly built backbone and re-evaluated on their validation split: "
             "all re-evaluated accuracies equal the recorded ones") in (whole / "result" / "report.md").read_text()
 
+
+def test_killed_and_resumed_run_is_bit_identical(data, whole_runs, tmp_path, monkeypatch):
+    """Piggyback's scores train at their own rate in a second Adam group: the resume point must bring back both
+    (SupSup resumes through the same training form of the state)."""
     kill = Kill(monkeypatch, at_call=4)  # the second task's second epoch: it resumes from its first
-    assert main.main(mask_args(data, killed, method)) == 130
+    assert main.main(mask_args(data, tmp_path, "Piggyback")) == 130
     kill.disarm()
-    assert main.main(mask_args(data, killed, method)) == 0
-    assert_same_states(saved_states(killed), records)
+    assert main.main(mask_args(data, tmp_path, "Piggyback")) == 0
+    assert_same_states(saved_states(tmp_path), saved_states(whole_runs["Piggyback"][0]))
 
 
 def test_supsup_refuses_pretrained_weights(data, tmp_path, capsys):
