@@ -406,7 +406,7 @@ def test_unknown_names_list_the_valid_ones(backbones):
         load_backbone("resnet34", "none")
     with pytest.raises(NetworkError, match=r"^unknown method 'CLR'; choose one of: Ghost_reduced_v1, Ghost, "
                                            r"Ghost_reduced_v2, Linear, Finetune, Ghost_a, li18, li50, "
-                                           r"Resnet_Scratch$"):
+                                           r"Resnet_Scratch, Piggyback, SupSup$"):
         build_model(backbones["resnet18"], "CLR", 5)
     assert ARCHS[0] == "resnet50" and METHODS[0] == "Ghost_reduced_v1"
 
