@@ -14,11 +14,12 @@ from continual.psp import PSP, ContextConv
 from continual.si import SI
 from network import load_backbone, state_bytes, unpack_bits
 from tests.conftest import Kill, read_csv
-from tests.test_continual import TASKS as ALL_TASKS
-from tests.test_continual import data, matrix_of, run_args  # noqa: F401,F811  (data: the small cut, a fixture)
+from tests import test_continual
+from tests.test_continual import matrix_of, run_args
 from training.settings import Recipe
 
-TASKS = ALL_TASKS[:2]
+data = test_continual.data  # the fixture of test_continual's small cut of the demo tasks
+TASKS = test_continual.TASKS[:2]
 METHODS = ("SI", "PSP")
 
 
