@@ -14,10 +14,8 @@ from network import (build_model, load_backbone, load_task_state, parameter_cost
 from network.clr import resnet_features
 from network.masks import MaskedConv, kept_count
 from report.verify import verify_task
+from tests import test_continual
 from tests.conftest import Kill, assert_same_states, read_csv, run_args, saved_states
-from tests.test_continual import TASKS as FOLDER_TASKS
-from tests.test_continual import data  # noqa: F401  (the small cut of the demo tasks as task folders, a fixture)
-from tests.test_continual import run_args as folder_args
 from training.record import TaskRecord
 
 
@@ -120,12 +118,13 @@ def test_cost_and_bytes_per_task(backbone, method):
 OPTION = {"Piggyback": ("--piggyback-threshold", "0.009"), "SupSup": ("--supsup-sparsity", "0.4")}
 
 
-TASKS = FOLDER_TASKS[:2]
+data = test_continual.data  # the fixture of the small cut of the demo tasks, as task folders
+TASKS = test_continual.TASKS[:2]
 
 
 def mask_args(data: Path, out: Path, method: str) -> list[str]:
     """Two task folders, 16 px, a few images per class: the task-folder layout, small enough to train thrice."""
-    args = folder_args(data, out, method, "--tasks", *TASKS, *OPTION[method])
+    args = test_continual.run_args(data, out, method, "--tasks", *TASKS, *OPTION[method])
     if method == "SupSup":  # the method implies --weights none
         start = args.index("--weights")
         del args[start:start + 2]
