@@ -249,7 +249,7 @@ def train(args: argparse.Namespace) -> int:
         distributed.barrier()  # no task is claimed before --fresh has forgotten it
         torch.backends.cudnn.benchmark = True
         if shared_backbone:  # one backbone carried from task to task: its own sequence and accuracy matrix
-            continual.learn(ctx, samples, ctx.options)
+            continual.learn(ctx, samples)
         else:
             log.info("%s on %s (%s), %d task(s), device %s", method_label(ctx.method), ctx.arch, ctx.backbone_id,
                      len(samples), ctx.device)

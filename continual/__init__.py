@@ -30,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 (method.OPTIONS for method in REGISTRY.values()))
 
 
-def learn(ctx: Context, samples: list[TaskSample], options: dict[str, int | float]) -> None:
-    """Learn the selected tasks in order with one shared backbone, resuming where a previous run stopped.
-    ``options`` are the method's own hyper-parameters (its OPTIONS)."""
+def learn(ctx: Context, samples: list[TaskSample]) -> None:
+    """Learn the selected tasks in order with one shared backbone, resuming where a previous run stopped, with the
+    method's own hyper-parameters as the context holds them (and every file records them)."""
     log.info("%s on %s (%s), %d task(s), shared backbone, device %s", ctx.method, ctx.arch, ctx.backbone_id,
              len(samples), ctx.device)
-    print(learn_sequence(ctx, samples, REGISTRY[ctx.method](ctx, **options)))
+    print(learn_sequence(ctx, samples, REGISTRY[ctx.method](ctx, **ctx.options)))

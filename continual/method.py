@@ -42,10 +42,6 @@ class Method:
     def option(self, name: str) -> int | float:
         return self.values[name]
 
-    def options(self) -> dict[str, int | float]:
-        """This method's hyper-parameters, recorded in (and required to match) every file the run saves."""
-        return dict(self.values)
-
     def build_model(self) -> MultiHeadModel:
         """The shared model, before any task (PSP and PackNet change its layers)."""
         return MultiHeadModel(self.ctx.backbone)

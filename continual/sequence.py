@@ -22,11 +22,12 @@ from training.results import write_results
 log = logging.getLogger("clr")
 
 
-def sequence_config(ctx: Context, samples: list[TaskSample], method: Method) -> dict:
-    """What the sequence's files depend on: the recipe, the method's options, the tasks in order and their data."""
+def sequence_config(ctx: Context, samples: list[TaskSample]) -> dict:
+    """What the sequence's files depend on: the recipe, the method's options (in every task's config), the tasks in
+    order and their data."""
     configs = [ctx.task_config(sample) for sample in samples]
     return {**{k: v for k, v in configs[0].items() if k not in ("num_classes", "manifest_sha256")},
-            **method.options(), "tasks": [sample.task.name for sample in samples],
+            "tasks": [sample.task.name for sample in samples],
             "manifests_sha256": [config["manifest_sha256"] for config in configs]}
 
 
@@ -73,7 +74,7 @@ def evaluate_learnt(ctx: Context, model: MultiHeadModel, method: Method, samples
 
 def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> str:
     """Learn the tasks in order, continuing after the last finished task; returns the matrix summary."""
-    config = sequence_config(ctx, samples, method)
+    config = sequence_config(ctx, samples)
     model = ctx.runtime.prepare(method.build_model())
     finished = {"records": [], "correct": []}
     if ctx.layout.after_task(ctx.method).exists():
