@@ -12,8 +12,8 @@ from torch import nn
 from common.errors import RunError
 from continual.method import Method, Option, TaskData
 from continual.sequence import learn_shared_task, second_phase_resume_path
-from network import MultiHeadModel, pack_bits
-from network import replace_convs
+from network import MultiHeadModel, pack_bits, replace_convs
+from network.multihead import batch_norm_state, batch_norm_tensors, load_batch_norm_state
 
 log = logging.getLogger("clr")
 
@@ -59,7 +59,7 @@ class PackNet(Method):
         for name in ("packnet_keep", "packnet_prune"):
             if self.option(name) > 1:
                 raise RunError(f"--{name.replace('_', '-')} is a fraction: at most 1, got {self.option(name)}")
-        self.pretrained_batch_norms = batch_norms(ctx.backbone)  # where each task's BN starts (never changed)
+        self.pretrained_batch_norms = batch_norm_tensors(ctx.backbone)  # where each task's BN starts (never changed)
         self.owners: dict[str, torch.Tensor] = {}  # conv name -> uint8 owner of each weight (BACKBONE, k or FREE)
         self.batch_norms: list[dict[str, torch.Tensor]] = []  # per learnt task: its BN (CPU)
         self.empty_layers: list[list] = []  # per task: [its name, the convs where it keeps no weight]
@@ -77,7 +77,7 @@ class PackNet(Method):
     def use_task(self, model: MultiHeadModel, position: int) -> None:
         model.use_head(position)
         self.select(model, position + 1)
-        load_batch_norms(model, self.batch_norms[position])
+        load_batch_norm_state(model, self.batch_norms[position])
 
     def select(self, model: MultiHeadModel, task: int) -> None:
         """Task ``task``'s mask in every conv, and its own weights as the trained ones."""
@@ -91,7 +91,7 @@ class PackNet(Method):
         for owners in self.owners.values():
             owners.masked_fill_(owners == FREE, task)
         self.select(model, task)
-        load_batch_norms(model, self.pretrained_batch_norms)  # each task's BN starts from the pretrained one
+        load_batch_norm_state(model, self.pretrained_batch_norms)  # each task's BN starts from the pretrained one
         total = sum(owners.numel() for owners in self.owners.values())
         log.info("PackNet: %s trains the %.2f%% of the conv weights that are free", data.sample.task.name,
                  100 * sum(int((owners == task).sum()) for owners in self.owners.values()) / total)
@@ -116,10 +116,10 @@ class PackNet(Method):
             recipe = dataclasses.replace(self.ctx.recipe, epochs=self.option("packnet_retrain_epochs"),
                                          lr=self.option("packnet_retrain_lr"))
             ctx = dataclasses.replace(self.ctx, recipe=recipe)
-            config = {**ctx.task_config(data.sample), **self.options(), "phase": "retrain"}
+            config = {**ctx.task_config(data.sample), "phase": "retrain"}
             log.info("PackNet: retraining %s's kept weights", data.sample.task.name)
             learn_shared_task(ctx, model, self, data, config, resume=second_phase_resume_path(ctx, data.sample.task))
-        self.batch_norms = self.batch_norms[:data.position] + [copied(batch_norms(model), "cpu")]
+        self.batch_norms = self.batch_norms[:data.position] + [batch_norm_state(model)]
 
     def task_state(self, model: MultiHeadModel, position: int) -> dict[str, torch.Tensor]:
         """Its head, its BN and its own weights' mask at one bit per weight (the values live in the backbone)."""
@@ -166,18 +166,6 @@ def smallest(weight: torch.Tensor, candidates: torch.Tensor, fraction: float) ->
         mask[index[below]] = True
         mask[index[(magnitude == cut).nonzero().squeeze(1)[:count - int(below.sum())]]] = True
     return mask.reshape(weight.shape).to(weight.device)
-
-
-def batch_norms(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The live BN tensors (affine and running statistics) by state-dict name: what each task keeps of its own."""
-    return {f"{name}.{key}": getattr(module, key) for name, module in model.named_modules()
-            if isinstance(module, nn.BatchNorm2d) for key in ("weight", "bias", "running_mean", "running_var")}
-
-
-def load_batch_norms(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for name, tensor in batch_norms(model).items():
-            tensor.copy_(state[name])
 
 
 def copied(tensors: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:

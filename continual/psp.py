@@ -12,9 +12,7 @@ from torch import nn
 
 from continual.method import Method, TaskData
 from network import MultiHeadModel, pack_bits, replace_convs
-
-BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
-
+from network.multihead import batch_norm_state, batch_norm_tensors, load_batch_norm_state
 
 class ContextConv(nn.Conv2d):
     """A conv that applies its weights through a context: conv(x, W ⊙ c), c of shape (in_channels/groups, kh, kw).
@@ -43,17 +41,17 @@ class PSP(Method):
     def build_model(self) -> MultiHeadModel:
         model = super().build_model()
         replace_convs(model, ContextConv)
-        self.backbone_bn = bn_state(model)
+        self.backbone_bn = batch_norm_state(model)
         return model
 
     def before_task(self, model: MultiHeadModel, data: TaskData) -> None:
-        load_bn(model, self.backbone_bn)
+        load_batch_norm_state(model, self.backbone_bn)
         self.use_context(model, data.position)
 
     def use_task(self, model: MultiHeadModel, position: int) -> None:
         super().use_task(model, position)
         self.use_context(model, position)
-        load_bn(model, self.bn[position])
+        load_batch_norm_state(model, self.bn[position])
 
     def use_context(self, model: MultiHeadModel, position: int) -> None:
         convs = dict(model.named_modules())
@@ -68,7 +66,7 @@ class PSP(Method):
                 for name, conv in model.named_modules() if isinstance(conv, ContextConv)}
 
     def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
-        self.bn.append(bn_state(model))
+        self.bn.append(batch_norm_state(model))
 
     def task_state(self, model: MultiHeadModel, position: int) -> dict[str, torch.Tensor]:
         """The head, the task's BN and its contexts, packed at one bit per element (kept so that the file holds the
@@ -79,7 +77,8 @@ class PSP(Method):
 
     def task_parameters(self, model: MultiHeadModel, position: int) -> int:
         """The head and the task's BN affine."""
-        bn_affine = sum(t.numel() for name, t in batch_norms(model).items() if name.endswith((".weight", ".bias")))
+        bn_affine = sum(t.numel() for name, t in batch_norm_tensors(model).items()
+                        if name.endswith((".weight", ".bias")))
         return super().task_parameters(model, position) + bn_affine
 
     def state_dict(self) -> dict:
@@ -88,18 +87,3 @@ class PSP(Method):
     def load_state_dict(self, state: dict) -> None:
         self.bn = state["bn"]
 
-
-def batch_norms(model: MultiHeadModel) -> dict[str, torch.Tensor]:
-    """Every BN's affine and running statistics, live, by state-dict name."""
-    return {f"{name}.{key}": getattr(module, key) for name, module in model.named_modules()
-            if isinstance(module, nn.BatchNorm2d) for key in BN_TENSORS}
-
-
-def bn_state(model: MultiHeadModel) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in batch_norms(model).items()}
-
-
-@torch.no_grad()
-def load_bn(model: MultiHeadModel, state: dict[str, torch.Tensor]) -> None:
-    for name, tensor in batch_norms(model).items():
-        tensor.copy_(state[name])

@@ -82,3 +82,24 @@ class MultiHeadModel(nn.Module):
         load_task_state(self, backbone | {f"{HEAD_PREFIX}{i}.{key.removeprefix('fc.')}": t
                                           for i, state in enumerate(heads) for key, t in state.items()})
         self.heads.requires_grad_(False)
+
+
+BATCH_NORM_TENSORS = ("weight", "bias", "running_mean", "running_var")
+
+
+def batch_norm_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every BN's affine parameters and running statistics, live, by state-dict name: what a method that keeps BN per
+    task (PSP, PackNet) saves and switches."""
+    return {f"{name}.{key}": getattr(module, key) for name, module in model.named_modules()
+            if isinstance(module, nn.BatchNorm2d) for key in BATCH_NORM_TENSORS}
+
+
+def batch_norm_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``batch_norm_tensors`` as CPU copies."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in batch_norm_tensors(model).items()}
+
+
+@torch.no_grad()
+def load_batch_norm_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    for name, tensor in batch_norm_tensors(model).items():
+        tensor.copy_(state[name])
