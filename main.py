@@ -16,6 +16,8 @@ and the per-task tables and figures are written.
 import argparse
 import signal
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,19 +31,18 @@ from dataset.check import check_tasks
 from dataset.preprocess import default_workers
 from dataset.sources import DataSource, check_files_exist, open_data, select_tasks, write_manifest
 from dataset.synthetic import DEMO_TASKS, ensure_synthetic_dct
-from dataset.task import TaskInfo
+from dataset.task import TaskInfo, TaskSample
 from inference import predict as prediction
 from inference.mapper import task_anchor
-from network import ARCHS, METHOD_OPTIONS, METHODS, backbone_choice, backbone_id, load_backbone, method_options
+from network import (ARCHS, DEFAULT_METHOD, METHODS, REGISTRY, Family, all_options, backbone_choice, backbone_id,
+                     load_backbone, method_options, method_spec)
 from report import add_arguments as add_report_arguments
-from report import method_label, report_run, require_results, tasks_on_disk, write_report
+from report import report_run, require_results, tasks_on_disk, write_report
 from training import distributed
 from training.context import Context, bn_needs_two_images
 from training.isolated import forget_tasks, learn_isolated_tasks
 from training.lock import run_lock
 from training.settings import PRECISIONS, Layout, Recipe, prepare_output_folder, resolve_device, runtime_for
-
-log = console_log()
 
 DEMO_DATA = Path("demo_data")
 DEMO_DEFAULTS = {"weights": "none", "image_size": 32, "epochs": 12, "tasks": list(DEMO_TASKS)}
@@ -68,12 +69,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--no-cache", action="store_true", help="decode every task afresh and cache nothing")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--method", choices=METHODS + continual.METHODS,
-                       help="Ghost_reduced_v1 = CLR (default), Ghost = CLR-Full, Ghost_reduced_v2, Ghost_a (gated "
-                       "CLR), li18 / li50 (residual adapters), and the baselines Linear (head only), Finetune "
-                       "(everything) and Resnet_Scratch (everything, from a random init); Piggyback and SupSup "
-                       "learn a binary mask per task; SGD, EWC, LwF, ER, SI and PSP share one backbone across the "
-                       "tasks, and PackNet shares out its weights among them")
+    model.add_argument("--method", choices=METHODS, metavar="METHOD", help=f"default {DEFAULT_METHOD}. "
+                       + "; ".join(f"{spec.label}: {spec.learns}" for spec in REGISTRY.values()))
     model.add_argument("--arch", choices=ARCHS, help=f"backbone (default {ARCHS[0]}; li18 and li50 imply theirs)")
     model.add_argument("--weights", help="backbone weights: imagenet (torchvision IMAGENET1K_V1, downloaded once; "
                        "the default), none (random init, for demos and tests; implied by Resnet_Scratch and "
@@ -106,8 +103,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     run.add_argument("--fresh", action="store_true",
                      help="forget the selected tasks' results, weights and checkpoints, and start over")
-    add_options(parser, "isolated mask methods (--method Piggyback/SupSup)", METHOD_OPTIONS)
-    continual.add_arguments(parser)
+    add_options(parser, "method options (each only with its own --method)", [dict(all_options())])
     add_report_arguments(parser)
     prediction.add_arguments(parser)
     return parser
@@ -123,13 +119,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.data is None and not (args.report and args.no_verify):
             parser.set_defaults(**DEMO_DEFAULTS)
             args = parser.parse_args(argv)
-        args.method = args.method or METHODS[0]
+        args.method = args.method or DEFAULT_METHOD
         args.image_size = args.image_size or DEFAULT_IMAGE_SIZE
         try:
             args.arch, args.weights = backbone_choice(args.method, args.arch, args.weights)
+            args.method_options = method_options(args.method, {name: getattr(args, name) for name, _ in all_options()
+                                                               if getattr(args, name) is not None})
         except NetworkError as error:
             parser.error(str(error))
     return args
+
+
+@dataclass(frozen=True)
+class Driver:
+    """How a method family's tasks are learnt and forgotten, and what follows from it."""
+
+    learn: Callable[[Context, list[TaskSample]], None]
+    forget: Callable[[Context, list[TaskSample]], None]  # --fresh
+    spreads_over_processes: bool  # torchrun may give each process its own tasks
+    task_mapper: bool  # each task gets an anchor, and the run ends with task-agnostic accuracy
+
+
+def learn_with_anchors(ctx: Context, samples: list[TaskSample]) -> None:
+    """The isolated methods' tasks, each with the task mapper's anchor fitted while its images are at hand."""
+    learn_isolated_tasks(ctx, samples, lambda sample, record: task_anchor(ctx, sample.task, record.config))
+
+
+DRIVERS = {Family.ISOLATED: Driver(learn_with_anchors, forget_tasks, spreads_over_processes=True, task_mapper=True),
+           Family.SHARED: Driver(continual.learn, continual.forget_sequence, spreads_over_processes=False,
+                                 task_mapper=False)}
+
+
+def driver_of(method: str) -> Driver:
+    return DRIVERS[method_spec(method).family]
 
 
 def mode_of(args: argparse.Namespace) -> str:
@@ -147,7 +169,7 @@ def refuse_torchrun(args: argparse.Namespace, mode: str) -> None:
         return
     if mode in ("report", "predict"):
         raise RunError("--report and --predict work in one process: run them without torchrun")
-    if mode == "train" and args.method in continual.METHODS:
+    if mode == "train" and not driver_of(args.method).spreads_over_processes:
         raise RunError(f"--method {args.method} learns its tasks one after another on one shared backbone, so it "
                        "cannot be spread over processes: run it without torchrun")
 
@@ -168,13 +190,6 @@ def open_selected(args: argparse.Namespace) -> tuple[DataSource, list[TaskInfo]]
     return source, select_tasks(source.tasks, args.tasks)
 
 
-def chosen_options(args: argparse.Namespace) -> dict[str, int | float]:
-    """The chosen method's own hyper-parameters, as given or defaulted."""
-    table = (continual.REGISTRY[args.method].OPTIONS if args.method in continual.METHODS
-             else method_options(args.method))
-    return {name: getattr(args, name) for name in table}
-
-
 def run_context(args: argparse.Namespace, source: DataSource) -> Context:
     """The run's explicit settings and its frozen backbone, on this process's device."""
     device = distributed.local_device(resolve_device(args.device))
@@ -186,7 +201,7 @@ def run_context(args: argparse.Namespace, source: DataSource) -> Context:
                    image_size=args.image_size, source=source, recipe=recipe,
                    runtime=runtime_for(device, args.precision, args.eval_batch_size, args.compile),
                    layout=layout_of(args), cache_dir=None if args.no_cache else args.cache_dir, workers=args.workers,
-                   options=chosen_options(args))
+                   options=args.method_options)
 
 
 def check(args: argparse.Namespace) -> int:
@@ -223,7 +238,7 @@ def report(args: argparse.Namespace) -> int:
         return 0
     source, tasks = open_selected(args)
     ctx = run_context(args, source)
-    report_run(ctx, tasks, task_mapper=ctx.method not in continual.METHODS)
+    report_run(ctx, tasks, task_mapper=driver_of(ctx.method).task_mapper)
     return 0
 
 
@@ -238,25 +253,19 @@ def train(args: argparse.Namespace) -> int:
     prepare_output_folder(layout.weight, "weight")
     with run_lock(layout.lock, holder=distributed.is_leader()):
         ctx = run_context(args, source)
-        shared_backbone = ctx.method in continual.METHODS
+        driver = driver_of(ctx.method)
         samples = [source.sample(task) for task in tqdm(tasks, desc="sampling tasks", leave=False)]
         check_files_exist(source.root, samples)
         if distributed.is_leader():  # the shared files have one writer
             for sample in samples:
                 write_manifest(sample, layout.manifest(sample.task.name))
             if args.fresh:
-                (continual.forget_sequence if shared_backbone else forget_tasks)(ctx, samples)
+                driver.forget(ctx, samples)
         distributed.barrier()  # no task is claimed before --fresh has forgotten it
         torch.backends.cudnn.benchmark = True
-        if shared_backbone:  # one backbone carried from task to task: its own sequence and accuracy matrix
-            continual.learn(ctx, samples)
-        else:
-            log.info("%s on %s (%s), %d task(s), device %s", method_label(ctx.method), ctx.arch, ctx.backbone_id,
-                     len(samples), ctx.device)
-            # the task mapper's anchor, fitted while the task's images are at hand
-            learn_isolated_tasks(ctx, samples, lambda sample, record: task_anchor(ctx, sample.task, record.config))
+        driver.learn(ctx, samples)
         if distributed.is_leader():
-            report_run(ctx, source.tasks, task_mapper=not shared_backbone)
+            report_run(ctx, source.tasks, task_mapper=driver.task_mapper)
     return 0
 
 

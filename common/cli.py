@@ -28,17 +28,49 @@ def number(kind: type, allow_zero: bool = False) -> Callable[[str], int | float]
 
 @dataclass(frozen=True)
 class Option:
-    """A method's hyper-parameter; main.py offers it as ``--name-with-dashes``."""
+    """A method's hyper-parameter. It is named ``<method>_<name>`` wherever it appears (a task's config, the
+    method's code) and offered as ``--<method>-<name>``; its range is checked here and nowhere else."""
 
     default: int | float
     help: str  # may use %(default)s
-    positive: bool = False  # zero is refused too (e.g. a temperature one divides by)
+    low: float = 0  # the range's ends; ``bounds`` says which ends belong to it
+    high: float = math.inf
+    bounds: str = "[]"  # "[]", "[)", "(]" or "()": closed or open at each end
+
+    def problem(self, value: int | float) -> str | None:
+        """Why ``value`` is out of range, in the words of an error line ("must be positive, got 0"), or None."""
+        closed_low, closed_high = self.bounds[0] == "[", self.bounds[1] == "]"
+        inside = ((value >= self.low if closed_low else value > self.low)
+                  and (value <= self.high if closed_high else value < self.high) and math.isfinite(value))
+        if inside:
+            return None
+        if self.low == 0 and self.high == math.inf:
+            return f"must be {'zero or more' if closed_low else 'positive'}, got {value}"
+        return f"must be in {self.bounds[0]}{self.low:g}, {self.high:g}{self.bounds[1]}, got {value}"
+
+    def parse(self, text: str) -> int | float:
+        """The argparse type of the option: a number of the default's type, in range."""
+        kind = type(self.default)
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        problem = self.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+
+def option_flag(name: str) -> str:
+    """The command-line spelling of a method option's name: ``si_c`` is ``--si-c``."""
+    return "--" + name.replace("_", "-")
 
 
 def add_options(parser: argparse.ArgumentParser, title: str, tables: Iterable[dict[str, Option]]) -> None:
-    """One options group holding the methods' hyper-parameters (each used only by its own method)."""
+    """One options group holding the methods' hyper-parameters. None is the default, so that a run can tell an
+    option given (refused unless it is the chosen method's) from one left out (the method's default)."""
     group = parser.add_argument_group(title)
     for table in tables:
         for name, option in table.items():
-            group.add_argument("--" + name.replace("_", "-"), default=option.default, help=option.help,
-                               type=number(type(option.default), allow_zero=not option.positive))
+            group.add_argument(option_flag(name), default=None, type=option.parse,
+                               help=option.help.replace("%(default)s", str(option.default)))

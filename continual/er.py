@@ -5,20 +5,15 @@ each image scored by its own task's head, to the current batch."""
 import torch
 import torch.nn.functional as F
 
-from continual.method import Method, Option, TaskData
+from continual.method import Method, TaskData
 from dataset.images import normalize_uint8
 from network import MultiHeadModel, state_bytes
+from training.context import Context
 
 
 class ER(Method):
-    OPTIONS = {
-        "er_per_task": Option(50, "ER: training images kept per learnt task (default %(default)s)"),
-        "er_batch_size": Option(32, "ER: replayed images added to each training batch (default %(default)s, the "
-                                "training batch size, as in Chaudhry et al. and Mammoth)"),
-    }
-
-    def __init__(self, ctx, **options) -> None:
-        super().__init__(ctx, **options)
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
         self.images = torch.empty(0, 3, ctx.image_size, ctx.image_size, dtype=torch.uint8)
         self.labels = torch.empty(0, dtype=torch.long)
         self.tasks = torch.empty(0, dtype=torch.long)  # the position (head) of each stored image's task
@@ -42,7 +37,7 @@ class ER(Method):
 
     def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
         kept = select_for_memory(len(data.labels), self.option("er_per_task"),
-                                 self.ctx.recipe.seed + data.sample.task.order)
+                                 self.ctx.recipe.task_seed(data.sample.task.order))
         self.images = torch.cat([self.images, data.tensors.train_images[kept]])
         self.labels = torch.cat([self.labels, data.tensors.train_labels[kept]])
         self.tasks = torch.cat([self.tasks, torch.full((len(kept),), data.position, dtype=torch.long)])

@@ -5,24 +5,18 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from continual.method import Method, Option, TaskData
+from continual.method import Method, TaskData
 from dataset.images import normalize_uint8
 from network import MultiHeadModel
 from training.settings import Runtime
+from training.context import Context
 
 FISHER_CHUNK = 16  # images whose per-image gradients are held at once
 
 
 class EWC(Method):
-    OPTIONS = {
-        "ewc_lambda": Option(10.0, "EWC: weight of the penalty sum_j F_j (w_j - w*_j)^2 (default %(default)s, "
-                             "Mammoth's online-EWC setting for Seq-CIFAR-10)"),
-        "ewc_gamma": Option(1.0, "EWC: the accumulated Fisher is multiplied by this before a task's Fisher is "
-                            "added (online EWC; 1 = plain sum over tasks; default %(default)s)"),
-    }
-
-    def __init__(self, ctx, **options) -> None:
-        super().__init__(ctx, **options)
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
         self.fisher: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
 

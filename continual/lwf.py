@@ -4,21 +4,15 @@ trains, the earlier heads' softened outputs (temperature T) are pulled toward th
 import torch
 import torch.nn.functional as F
 
-from continual.method import Method, Option, TaskData
+from continual.method import Method, TaskData
 from dataset.loader import DeviceBatches
 from network import MultiHeadModel
+from training.context import Context
 
 
 class LwF(Method):
-    OPTIONS = {
-        "lwf_alpha": Option(1.0, "LwF: weight of the distillation loss, the mean over earlier tasks (the paper's "
-                            "lambda_o; default %(default)s, as in the paper and Avalanche)"),
-        "lwf_temperature": Option(2.0, "LwF: softmax temperature of the distillation, positive (default "
-                                  "%(default)s, the paper's)", positive=True),
-    }
-
-    def __init__(self, ctx, **options) -> None:
-        super().__init__(ctx, **options)
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
         self.recorded: list[torch.Tensor] = []  # per earlier task: its head's logits on every training image
 
     @torch.inference_mode()

@@ -5,8 +5,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from common.cli import Option
-from common.errors import RunError
 from dataset.loader import DeviceBatches
 from dataset.preprocess import TaskTensors
 from dataset.task import TaskSample
@@ -30,17 +28,12 @@ class TaskData:
 class Method:
     """Plain sequential training of the backbone and the task's head: every hook does nothing extra."""
 
-    OPTIONS: dict[str, Option] = {}
-
-    def __init__(self, ctx: Context, **options: int | float) -> None:
-        unknown = set(options) - set(self.OPTIONS)
-        if unknown:
-            raise RunError(f"{type(self).__name__} has no option {', '.join(sorted(unknown))}")
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.values = {name: options.get(name, option.default) for name, option in self.OPTIONS.items()}
 
     def option(self, name: str) -> int | float:
-        return self.values[name]
+        """One of the method's options (network.methods names them and checks their ranges), as the run has it."""
+        return self.ctx.options[name]
 
     def build_model(self) -> MultiHeadModel:
         """The shared model, before any task (PSP and PackNet change its layers)."""

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from common.errors import RunError
-from continual.method import Method, Option, TaskData
+from continual.method import Method, TaskData
 from continual.sequence import learn_shared_task, second_phase_resume_path
 from network import MultiHeadModel, pack_bits, replace_convs
 from network.multihead import batch_norm_state, batch_norm_tensors, load_batch_norm_state
+from training.context import Context
 
 log = logging.getLogger("clr")
 
@@ -39,26 +40,8 @@ class OwnedWeightsConv(nn.Module):
 
 
 class PackNet(Method):
-    OPTIONS = {
-        "packnet_keep": Option(0.5, "PackNet: fraction of each conv's pretrained weights (the largest) that the "
-                               "backbone keeps before the first task; the rest are freed at zero (default "
-                               "%(default)s, the paper's prune of its first task, ImageNet, to 50%%)"),
-        "packnet_prune": Option(0.75, "PackNet: fraction of the weights a task trained (per layer, the smallest) "
-                                "that go back to the free pool after it (default %(default)s, the paper's and its "
-                                "release's scripts/run_sequence.sh)"),
-        "packnet_retrain_epochs": Option(10, "PackNet: epochs that retrain a task's kept weights after its prune "
-                                         "(0: none; default %(default)s, the post-prune epochs of the release's "
-                                         "scripts/run_sequence.sh)"),
-        "packnet_retrain_lr": Option(1e-4, "PackNet: Adam learning rate of the retraining (default %(default)s, the "
-                                     "release's post-prune rate in run_sequence.sh, a tenth of its training rate)",
-                                     positive=True),
-    }
-
-    def __init__(self, ctx, **options) -> None:
-        super().__init__(ctx, **options)
-        for name in ("packnet_keep", "packnet_prune"):
-            if self.option(name) > 1:
-                raise RunError(f"--{name.replace('_', '-')} is a fraction: at most 1, got {self.option(name)}")
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
         self.pretrained_batch_norms = batch_norm_tensors(ctx.backbone)  # where each task's BN starts (never changed)
         self.owners: dict[str, torch.Tensor] = {}  # conv name -> uint8 owner of each weight (BACKBONE, k or FREE)
         self.batch_norms: list[dict[str, torch.Tensor]] = []  # per learnt task: its BN (CPU)

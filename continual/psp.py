@@ -13,6 +13,7 @@ from torch import nn
 from continual.method import Method, TaskData
 from network import MultiHeadModel, pack_bits, replace_convs
 from network.multihead import batch_norm_state, batch_norm_tensors, load_batch_norm_state
+from training.context import Context
 
 class ContextConv(nn.Conv2d):
     """A conv that applies its weights through a context: conv(x, W ⊙ c), c of shape (in_channels/groups, kh, kw).
@@ -33,8 +34,8 @@ class ContextConv(nn.Conv2d):
 
 
 class PSP(Method):
-    def __init__(self, ctx, **options) -> None:
-        super().__init__(ctx, **options)
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
         self.backbone_bn: dict[str, torch.Tensor] = {}  # the backbone's BN, where each task's BN starts
         self.bn: list[dict[str, torch.Tensor]] = []  # per finished task: its BN
 

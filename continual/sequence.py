@@ -10,13 +10,13 @@ from continual.matrix import summary, write_matrix
 from continual.method import Method, TaskData
 from dataset.loader import DeviceBatches
 from dataset.task import TaskInfo, TaskSample
-from network import MultiHeadModel, load_task_state, state_bytes
+from network import MultiHeadModel, load_task_state
 from training.checkpoints import Progress
 from training.context import Context
 from training.fit import fit
 from training.isolated import forget_tasks, task_log
 from training.loop import evaluate
-from training.record import TaskRecord, read_saved, require_same_settings
+from training.record import TaskRecord, read_saved, require_same_settings, task_record
 from training.results import write_results
 
 log = logging.getLogger("clr")
@@ -55,7 +55,7 @@ def task_data(ctx: Context, sample: TaskSample, position: int) -> TaskData:
     tensors = ctx.tensors(sample)
     indices = torch.arange(len(tensors.train_labels))
     train = DeviceBatches(tensors.train_images, indices, ctx.recipe.batch_size, ctx.device, shuffle=True,
-                          seed=ctx.recipe.seed + sample.task.order, min_last_batch=ctx.min_last_train_batch)
+                          seed=ctx.recipe.task_seed(sample.task.order), min_last_batch=ctx.min_last_train_batch)
     val = DeviceBatches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, ctx.device,
                         shuffle=False)
     return TaskData(sample, position, tensors, tensors.train_labels.to(ctx.device), train, val)
@@ -87,7 +87,7 @@ def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> s
             continue
         log.info("[%d/%d] %s (id %d): %d classes", position + 1, len(samples), sample.task.name,
                  sample.task.task_id, sample.num_classes)
-        torch.manual_seed(ctx.recipe.seed + sample.task.order)
+        torch.manual_seed(ctx.recipe.task_seed(sample.task.order))
         model.add_head(sample.num_classes)
         data = task_data(ctx, sample, position)
         task_config = {**config, **ctx.task_config(sample)}
@@ -100,13 +100,9 @@ def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> s
                      ", ".join(f"{s.task.name} {c / len(s.val):.4f}" for s, c in zip(samples, row)))
         trained = method.task_parameters(model, position)
         state = method.task_state(model, position)
-        finished["records"].append(TaskRecord(
-            config=task_config, task_id=sample.task.task_id, task_name=sample.task.name,
-            label_map=sample.label_map, state=state, stored_bytes=state_bytes(state) + method.task_bytes(position),
-            best_epoch=progress.best_epoch, best_correct=row[position], best_acc=row[position] / len(sample.val),
-            epochs_run=progress.epoch, train_images=len(sample.train), val_images=len(sample.val),
-            trainable_params=trained, percent_of_backbone=100 * trained / model.backbone_parameters,
-            history=progress.history, shared_backbone=True))
+        finished["records"].append(task_record(sample, task_config, state, progress, row[position], trained,
+                                               model.backbone_parameters, method.task_bytes(position),
+                                               shared_backbone=True))
         finished["correct"].append(row)
         save_sequence(ctx, model, method, config, finished)
         write_outputs(ctx, samples, finished)

@@ -10,21 +10,15 @@ from functools import partial
 
 import torch
 
-from continual.method import Method, Option, TaskData
+from continual.method import Method, TaskData
 from network import MultiHeadModel
 from training.checkpoints import MethodHooks
+from training.context import Context
 
 
 class SI(Method):
-    OPTIONS = {
-        "si_c": Option(0.1, "SI: weight c of the penalty c sum_k Omega_k (w_k - w*_k)^2 (default %(default)s, the "
-                       "paper's split CIFAR-10/100 setting)"),
-        "si_xi": Option(0.1, "SI: damping xi of Omega += omega / (Delta^2 + xi), positive (default %(default)s, the "
-                        "paper's split CIFAR-10/100 setting)", positive=True),
-    }
-
-    def __init__(self, ctx, **options) -> None:
-        super().__init__(ctx, **options)
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
         self.importance: dict[str, torch.Tensor] = {}  # Omega, summed over the finished tasks
         self.anchor: dict[str, torch.Tensor] = {}  # w*: the backbone as the task being trained started
         self.path: dict[str, torch.Tensor] = {}  # omega: the running path integral of the task being trained

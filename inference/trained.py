@@ -10,8 +10,7 @@ from common.errors import RunError
 from dataset.loader import DeviceBatches
 from dataset.sources import select_tasks
 from dataset.task import TaskInfo
-from network import METHODS, load_task_state
-from network.clr import TaskModel
+from network import Family, TaskModel, load_task_state, methods_of
 from training.context import Context
 from training.loop import build_task_model
 from training.record import PURPOSES, TaskRecord, differing_settings
@@ -42,15 +41,16 @@ def record_paths(layout: Layout, method: str) -> dict[str, Path]:
 def trained_method(layout: Layout, method: str | None) -> str:
     """The method given, or the one isolated method with finished tasks in the weight folder (CLR first)."""
     if method is not None:
-        if method not in METHODS:
+        if method not in methods_of(Family.ISOLATED):
             raise RunError(f"--method {method} learns on one shared backbone that later tasks changed, so its "
                            "tasks cannot be used one by one: --predict takes an isolated method's tasks")
         return method
-    found = [name for name in METHODS if record_paths(layout, name)]
+    isolated = methods_of(Family.ISOLATED)
+    found = [name for name in isolated if record_paths(layout, name)]
     if not found:
         raise RunError(f"no trained tasks in {layout.weight}: train them first, or pass the --weight folder "
                        "they were trained into")
-    if found[0] == METHODS[0] or len(found) == 1:
+    if found[0] == isolated[0] or len(found) == 1:
         return found[0]
     raise RunError(f"{layout.weight} holds tasks of several methods ({', '.join(found)}): pass --method")
 

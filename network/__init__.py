@@ -1,11 +1,15 @@
-"""The CLR model: a frozen torchvision ResNet reprogrammed per task, and each task's own state."""
+"""The CLR model: a frozen backbone reprogrammed per task, each task's own state, and the registry of methods."""
 from network.backbone import ARCHS, backbone_id, load_backbone, weights_of
 from network.bits import pack_bits, state_bytes, unpack_bits
-from network.clr import METHOD_OPTIONS, METHODS, backbone_choice, build_model, method_options, replace_convs
+from network.layers import replace_convs
+from network.methods import (DEFAULT_METHOD, METHODS, REGISTRY, Family, MethodSpec, all_options, backbone_choice,
+                             method_options, method_spec, methods_of)
 from network.multihead import MultiHeadModel
 from network.state import ParameterCost, load_task_state, parameter_cost, stored_state, task_state
+from network.task_model import TaskModel, TrainableModel, build_model
 
-__all__ = ["ARCHS", "METHODS", "METHOD_OPTIONS", "method_options", "load_backbone", "backbone_id", "weights_of",
-           "backbone_choice", "build_model", "replace_convs", "MultiHeadModel", "pack_bits", "unpack_bits",
-           "state_bytes", "task_state",
-           "stored_state", "load_task_state", "parameter_cost", "ParameterCost"]
+__all__ = ["ARCHS", "load_backbone", "backbone_id", "weights_of", "pack_bits", "unpack_bits", "state_bytes",
+           "replace_convs", "DEFAULT_METHOD", "METHODS", "REGISTRY", "Family", "MethodSpec", "all_options",
+           "backbone_choice", "method_options", "method_spec", "methods_of", "MultiHeadModel", "ParameterCost",
+           "load_task_state", "parameter_cost", "stored_state", "task_state", "TaskModel", "TrainableModel",
+           "build_model"]

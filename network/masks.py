@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.errors import NetworkError
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -72,9 +71,8 @@ def kept_count(numel: int, fraction: float) -> int:
 
 
 def piggyback_conv(conv: nn.Conv2d, *, threshold: float, score_init: float) -> MaskedConv:
-    """Piggyback: every score starts at the constant ``score_init``; above ``threshold`` the whole backbone."""
-    if not 0 <= threshold < 1:  # where a stored mask's 0/1 scores give the mask back
-        raise NetworkError(f"--piggyback-threshold must be in [0, 1), got {threshold}")
+    """Piggyback: every score starts at the constant ``score_init``; above ``threshold`` the whole backbone. The
+    threshold is below 1 (the registry's range), where a stored mask's 0/1 scores give the mask back."""
     scores = torch.full_like(conv.weight, score_init, memory_format=torch.contiguous_format)
     return MaskedConv(conv, scores, threshold=threshold)
 
@@ -82,8 +80,6 @@ def piggyback_conv(conv: nn.Conv2d, *, threshold: float, score_init: float) -> M
 def supsup_conv(conv: nn.Conv2d, *, sparsity: float) -> MaskedConv:
     """SupSup: the frozen weights made signed-constant, scores kaiming-uniform (edge-popup's init, drawn from the
     global random state), the top ``sparsity`` fraction of |scores| kept."""
-    if not 0 < sparsity <= 1:
-        raise NetworkError(f"--supsup-sparsity is the fraction of weights kept, in (0, 1], got {sparsity}")
     signed_constant_(conv.weight)
     scores = torch.empty_like(conv.weight, memory_format=torch.contiguous_format)
     nn.init.kaiming_uniform_(scores, a=math.sqrt(5))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from network.backbone import arch_of
-from network.clr import resnet_features
+from network.task_model import resnet_features
 from network.state import load_task_state, task_state
 
 HEAD_PREFIX = "heads."
@@ -61,6 +61,10 @@ class MultiHeadModel(nn.Module):
 
     def penalised_parameters(self) -> list[nn.Parameter]:
         return [parameter for parameter in self.parameters() if parameter.requires_grad]
+
+    def optimizer_groups(self, lr: float) -> list[dict]:
+        """One group: the backbone and the current head, every tensor that requires a gradient."""
+        return [{"params": self.penalised_parameters(), "lr": lr}]
 
     def backbone_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(name, p) for name, p in self.named_parameters() if not name.startswith(HEAD_PREFIX)]

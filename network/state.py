@@ -6,7 +6,7 @@ from torch import nn
 
 from common.errors import NetworkError
 from network.bits import pack_bits, unpack_bits
-from network.clr import TaskModel
+from network.task_model import TaskModel
 from network.errors import describe_key_difference
 from network.masks import MaskedConv
 

@@ -2,27 +2,25 @@
 import csv
 from pathlib import Path
 
-import continual
-from network import METHODS
+from network import METHODS, REGISTRY
 from training.results import CSV_HEADER
 from training.settings import Layout
 
-PAPER_NAMES = {"Ghost_reduced_v1": "CLR", "Ghost": "CLR-Full"}
-
 
 def display_name(method: str) -> str:
-    """The paper's name where it has one (CLR, CLR-Full), else the method's own."""
-    return PAPER_NAMES.get(method, method)
+    """The paper's name where it has one (CLR, CLR-Full), else the method's own (a CSV of a method this version
+    does not know keeps its name)."""
+    return REGISTRY[method].display_name if method in REGISTRY else method
 
 
 def method_label(method: str) -> str:
-    return f"{PAPER_NAMES[method]} ({method})" if method in PAPER_NAMES else method
+    return REGISTRY[method].label if method in REGISTRY else method
 
 
 def paper_order(methods: list[str]) -> list[str]:
-    """CLR, CLR-Full, then the isolated methods in the registry's order, the shared-backbone ones, then any others
+    """The registry's order (CLR, CLR-Full, the other isolated methods, the shared-backbone ones), then any others
     by name."""
-    known = [*PAPER_NAMES, *METHODS, *continual.METHODS]
+    known = list(METHODS)
     return sorted(methods, key=lambda m: (known.index(m), "") if m in known else (len(known), m))
 
 

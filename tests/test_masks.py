@@ -11,7 +11,7 @@ import main
 import training.isolated
 from network import (build_model, load_backbone, load_task_state, parameter_cost, state_bytes, stored_state,
                      task_state)
-from network.clr import resnet_features
+from network.task_model import resnet_features
 from network.masks import MaskedConv, kept_count
 from report.verify import verify_task
 from tests import test_continual

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from common.errors import NetworkError
-from network import (ARCHS, METHODS, ParameterCost, backbone_choice, backbone_id, build_model,
+from network import (ARCHS, Family, ParameterCost, backbone_choice, backbone_id, build_model, methods_of,
                      load_backbone, load_task_state, parameter_cost, task_state)
 from training.loop import l2_norm_penalty
 
+METHODS = methods_of(Family.ISOLATED)  # the methods with a model per task
 BACKBONE_PARAMETERS = {"resnet50": 25_557_032, "resnet18": 11_689_512}
 FEATURES = {"resnet50": 2048, "resnet18": 512}
 # The methods whose network the generic tests build on resnet18. li50 is defined on resnet50 only, and
@@ -406,7 +407,8 @@ def test_unknown_names_list_the_valid_ones(backbones):
         load_backbone("resnet34", "none")
     with pytest.raises(NetworkError, match=r"^unknown method 'CLR'; choose one of: Ghost_reduced_v1, Ghost, "
                                            r"Ghost_reduced_v2, Linear, Finetune, Ghost_a, li18, li50, "
-                                           r"Resnet_Scratch, Piggyback, SupSup$"):
+                                           r"Resnet_Scratch, Piggyback, SupSup, SGD, EWC, LwF, ER, SI, PSP, "
+                                           r"PackNet$"):
         build_model(backbones["resnet18"], "CLR", 5)
     assert ARCHS[0] == "resnet50" and METHODS[0] == "Ghost_reduced_v1"
 

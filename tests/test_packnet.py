@@ -146,6 +146,12 @@ def test_torchrun_is_refused_in_one_line(data, tmp_path, monkeypatch, capsys):
                                        "backbone, so it cannot be spread over processes: run it without torchrun\n")
 
 
-def test_fractions_above_one_are_refused(data, tmp_path, capsys):
-    assert main.main(packnet_args(data, tmp_path, "--packnet-keep", "1.5")) == 2
-    assert capsys.readouterr().err.endswith("\nerror: --packnet-keep is a fraction: at most 1, got 1.5\n")
+def test_degenerate_fractions_are_refused_in_one_line(data, tmp_path, capsys):
+    """A keep of 0 would throw the pretrained backbone away, a prune of 1 would leave a task no weights of its own."""
+    for option, value, expected in (("--packnet-keep", "1.5", "(0, 1]"), ("--packnet-keep", "0", "(0, 1]"),
+                                    ("--packnet-prune", "1", "[0, 1)")):
+        with pytest.raises(SystemExit) as stopped:
+            main.main(packnet_args(data, tmp_path, option, value))
+        assert stopped.value.code == 2
+        assert capsys.readouterr().err == (f"error: argument {option}: must be in {expected}, got {float(value)} "
+                                           "(see --help)\n")

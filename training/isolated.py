@@ -12,12 +12,12 @@ import torch
 from common.errors import ClrError, Terminated, WriteError, stop_line
 from dataset.loader import DeviceBatches
 from dataset.task import TaskSample
-from network import load_task_state, parameter_cost, state_bytes, stored_state
+from network import load_task_state, method_spec, parameter_cost, stored_state
 from training import distributed
 from training.context import Context
 from training.fit import fit
 from training.loop import build_task_model
-from training.record import TaskRecord, require_same_settings
+from training.record import TaskRecord, require_same_settings, task_record
 from training.results import read_results, record_result, record_results, write_results
 
 log = logging.getLogger("clr")
@@ -29,7 +29,7 @@ TaskDone = Callable[[TaskSample, TaskRecord], None]
 def train_isolated_task(ctx: Context, sample: TaskSample) -> TaskRecord:
     """Learn one task with the run's recipe on a fresh copy of the backbone; return its record."""
     task, recipe = sample.task, ctx.recipe
-    seed = recipe.seed + task.order
+    seed = recipe.task_seed(task.order)
     torch.manual_seed(seed)
     tensors = ctx.tensors(sample)
     train = DeviceBatches(tensors.train_images, tensors.train_labels, recipe.batch_size, ctx.device,
@@ -46,13 +46,7 @@ def train_isolated_task(ctx: Context, sample: TaskSample) -> TaskRecord:
     progress = fit(ctx, sample, model, train, val, config)
     load_task_state(model, progress.best_state)
     state = stored_state(model)  # Piggyback's and SupSup's masks at one bit per weight, not their scores
-    return TaskRecord(config=config, task_id=task.task_id, task_name=task.name,
-                      label_map=sample.label_map,
-                      state=state, best_epoch=progress.best_epoch,
-                      best_correct=progress.best_correct, best_acc=progress.best_correct / val.num_images,
-                      epochs_run=progress.epoch, train_images=len(sample.train), val_images=len(sample.val),
-                      trainable_params=cost.trainable, percent_of_backbone=cost.percent,
-                      stored_bytes=state_bytes(state), history=progress.history)
+    return task_record(sample, config, state, progress, progress.best_correct, cost.trainable, cost.backbone)
 
 
 def finished_record(ctx: Context, sample: TaskSample) -> TaskRecord | None:
@@ -143,6 +137,8 @@ def learn_isolated_tasks(ctx: Context, samples: list[TaskSample], task_done: Tas
     """Learn the tasks, skipping those already done and resuming one that was interrupted. A plain run learns them
     in order. Under torchrun each process learns the tasks it claims, largest first; this returns when every
     process is done, after the leader has written <method>.csv from the records."""
+    log.info("%s on %s (%s), %d task(s), device %s", method_spec(ctx.method).label, ctx.arch, ctx.backbone_id,
+             len(samples), ctx.device)
     costs = [len(sample.train) + len(sample.val) for sample in samples]
     for index in distributed.my_tasks(costs):
         learn_isolated_task(ctx, samples[index], index + 1, len(samples), task_done)

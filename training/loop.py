@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dataset.loader import DeviceBatches
-from network import build_model
+from network import TrainableModel, build_model
 from training.settings import Runtime
 
 
@@ -16,11 +16,10 @@ def trained_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def build_optimizer(model: torch.nn.Module, lr: float, runtime: Runtime) -> torch.optim.Adam:
-    """Adam over the task's own tensors (fused where the runtime says), as the recipe and the benchmark use it; a
-    model with ``optimizer_groups`` (a task model: Piggyback's scores have their own rate) says how they group."""
-    groups = model.optimizer_groups(lr) if hasattr(model, "optimizer_groups") else trained_parameters(model)
-    return torch.optim.Adam(groups, lr=lr, fused=runtime.fused_optimizer or None)
+def build_optimizer(model: TrainableModel, lr: float, runtime: Runtime) -> torch.optim.Adam:
+    """Adam over the task's own tensors (fused where the runtime says), as the recipe and the benchmark use it, in
+    the groups the model gives (Piggyback's scores have their own rate)."""
+    return torch.optim.Adam(model.optimizer_groups(lr), lr=lr, fused=runtime.fused_optimizer or None)
 
 
 def build_task_model(backbone: torch.nn.Module, method: str, num_classes: int, runtime: Runtime,

@@ -3,6 +3,7 @@ whether a saved file can serve a purpose with the current settings."""
 import hashlib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -10,6 +11,10 @@ from common.errors import RunError
 from common.files import save_torch
 from dataset.sources import manifest_text
 from dataset.task import TaskSample
+from network import state_bytes
+
+if TYPE_CHECKING:
+    from training.checkpoints import Progress
 
 DATA_KEYS = ("manifest_sha256", "manifests_sha256", "num_classes")  # what the data decide, not an option
 # What must match for each use of a saved file. Resuming a task, or skipping it as done, needs every setting;
@@ -95,3 +100,19 @@ class TaskRecord:
         if not isinstance(saved, dict) or not required <= saved.keys():
             raise RunError(f"{path} is not a task's weights file of this project; delete it or pass --fresh")
         return cls(**{key: value for key, value in saved.items() if key in names})
+
+
+def task_record(sample: TaskSample, config: dict, state: dict[str, torch.Tensor], progress: "Progress", correct: int,
+                trainable: int, backbone_parameters: int, extra_bytes: int = 0,
+                shared_backbone: bool = False) -> TaskRecord:
+    """The record of a task just learnt, as both sequence drivers make it: ``correct`` is its validation count as
+    recorded (the best epoch's; for a shared backbone, just after the task), ``trainable`` the parameter elements it
+    keeps as its own, ``extra_bytes`` what it stores outside ``state`` (ER's images)."""
+    task = sample.task
+    return TaskRecord(config=config, task_id=task.task_id, task_name=task.name, label_map=sample.label_map,
+                      state=state, best_correct=correct, best_acc=correct / len(sample.val),
+                      best_epoch=progress.best_epoch, epochs_run=progress.epoch, train_images=len(sample.train),
+                      val_images=len(sample.val), trainable_params=trainable,
+                      percent_of_backbone=100 * trainable / backbone_parameters,
+                      stored_bytes=state_bytes(state) + extra_bytes, history=progress.history,
+                      shared_backbone=shared_backbone)

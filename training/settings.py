@@ -25,6 +25,11 @@ class Recipe:
     patience: int = 21  # stop when the epoch is more than this many epochs past the best
     seed: int = 0  # task k seeds its head and shuffling with seed + k
 
+    def task_seed(self, order: int) -> int:
+        """The seed of the task at 0-based place ``order`` in the run: its head, its layers' default init and its
+        shuffling draw from it, so a task trains alike whichever process or resumed run learns it."""
+        return self.seed + order
+
     @property
     def lr_step(self) -> int:
         """StepLR's step: the release's epochs // 3, at least 1 so that short runs still work."""

@@ -1,0 +1,89 @@
+"""The layers the isolated methods add to a frozen backbone (CLR's depthwise kernels, Ghost_a's gated kernels, the
+residual adapters), and the one way a method puts a layer in place of a conv."""
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+class TaskConv(nn.Conv2d):
+    """A conv that belongs to one task (trained and saved with it), told apart by its type from the backbone's
+    frozen convs."""
+
+
+class ChannelwiseKernel(TaskConv):
+    """The task-specific depthwise conv that reprograms a frozen conv's output channel by channel.
+
+    Identity-initialised (Dirac), so a fresh model computes exactly what the backbone computes.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, *, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=False,
+                         device=device, dtype=dtype)
+
+    def reset_parameters(self) -> None:
+        """Dirac init; also keeps construction from drawing on the global random state."""
+        centre = self.kernel_size[0] // 2
+        with torch.no_grad():
+            self.weight.zero_()
+            self.weight[:, :, centre, centre] = 1
+
+
+class ReprogrammedConv(nn.Module):
+    """A frozen conv followed by its CLR layer: ``clr(conv(x))``; the conv's BN then follows as before."""
+
+    def __init__(self, conv: nn.Conv2d, kernel_size: int) -> None:
+        super().__init__()
+        self.conv = conv
+        self.clr = ChannelwiseKernel(conv.out_channels, kernel_size, device=conv.weight.device,
+                                     dtype=conv.weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.clr(self.conv(x))
+
+
+class GatedConv(nn.Module):
+    """Ghost_a, gated CLR: ``x1 + gate * dw(x1)`` with ``x1 = conv(x)``.
+
+    The depthwise 3x3 kernel keeps PyTorch's default init; the per-channel gate starts at 0, so a fresh model
+    still computes exactly what the backbone computes.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        channels, device, dtype = conv.out_channels, conv.weight.device, conv.weight.dtype
+        self.conv = conv
+        self.dw = TaskConv(channels, channels, 3, padding=1, groups=channels, bias=False, device=device, dtype=dtype)
+        self.gate = nn.Parameter(torch.zeros(1, channels, 1, 1, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.conv(x)
+        return x1 + self.gate * self.dw(x1)
+
+
+class AdaptedConv(nn.Module):
+    """li18/li50, a residual adapter: ``conv(x) + adapter(x)``, the adapter a 1x1 conv with the conv's stride.
+
+    It keeps PyTorch's default init, as in the release, so a fresh model is not the backbone.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+        self.adapter = TaskConv(conv.in_channels, conv.out_channels, 1, stride=conv.stride, bias=False,
+                                device=conv.weight.device, dtype=conv.weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + self.adapter(x)
+
+
+def replace_convs(resnet: nn.Module, reprogram: Callable[[nn.Conv2d], nn.Module | None]) -> None:
+    """Put ``reprogram(conv)`` in place of every conv of the network (None: keep that conv), keeping torchvision's
+    module names; the convs are listed first, so a replacement that holds its conv is not visited again."""
+    convs = [(parent, name, child) for parent in resnet.modules()
+             for name, child in parent.named_children() if isinstance(child, nn.Conv2d)]
+    for parent, name, conv in convs:
+        replacement = reprogram(conv)
+        if replacement is not None:
+            setattr(parent, name, replacement)

@@ -1,0 +1,264 @@
+"""The one registry of methods: for every ``--method``, its family, its options and their ranges, the architecture
+and weights it implies, its paper and citation, and (for the methods with a model per task) what it does to the
+backbone's layers. main.py, ``--help``, docs/options.md and the report all read it."""
+import enum
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from common.cli import Option, option_flag
+from common.errors import NetworkError
+from network.backbone import ARCHS, DEFAULT_WEIGHTS
+from network.layers import AdaptedConv, GatedConv, ReprogrammedConv
+from network.masks import piggyback_conv, supsup_conv
+
+
+class Family(enum.Enum):
+    """How a method's tasks relate: the sequence driver that learns them follows from it."""
+
+    ISOLATED = "a model per task"  # each task trains its own state on a fresh copy of the frozen backbone
+    SHARED = "one backbone carried across tasks"  # each task trains the backbone that later tasks move on
+
+
+Reprogram = Callable[[nn.Conv2d, dict], "nn.Module | None"]
+"""What a frozen conv becomes for a task, given the method's options (None: the conv stays as it is)."""
+
+
+@dataclass(frozen=True)
+class TaskLayers:
+    """What an isolated method does to the backbone, and which of its tensors a task owns."""
+
+    reprogram: Reprogram | None = None  # None: every conv stays
+    trains_norm: bool = True  # the norm layers' affine and running statistics are the task's; BN in train mode
+    trains_all: bool = False  # every weight is the task's: one full model per task
+    affine_norm: bool = True  # False: norm layers lose their affine pair (SupSup); statistics stay the task's
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One ``--method``."""
+
+    name: str
+    family: Family
+    learns: str  # what each task learns, in a phrase (--help, the docs)
+    citation: str  # where the method comes from
+    paper_name: str | None = None  # the paper's column name, where it differs from ``name`` (CLR, CLR-Full)
+    options: dict[str, Option] = field(default_factory=dict)  # "<method>_<name>", offered as --<method>-<name>
+    arch: str | None = None  # the one architecture the method is defined on (li18, li50)
+    weights: str | None = None  # the one kind of backbone weights it is defined on (a random init)
+    layers: TaskLayers | None = None  # the isolated family's layers (None for a shared backbone)
+    mask_lr_option: str | None = None  # the option holding the masks' own Adam rate (Piggyback)
+
+    def __post_init__(self) -> None:
+        if (self.layers is not None) != (self.family is Family.ISOLATED):
+            raise ValueError(f"{self.name}: an isolated method says what it does to the layers, a shared one not")
+        prefix = self.name.lower() + "_"
+        if any(not name.startswith(prefix) for name in self.options):
+            raise ValueError(f"{self.name}: every option is named {prefix}<name>")
+
+    @property
+    def display_name(self) -> str:
+        """The paper's name where it has one (CLR, CLR-Full), else the method's own."""
+        return self.paper_name or self.name
+
+    @property
+    def label(self) -> str:
+        """``CLR (Ghost_reduced_v1)`` for a method the paper renames, else the name alone."""
+        return f"{self.paper_name} ({self.name})" if self.paper_name else self.name
+
+
+def _clr(after_spatial: int | None, after_pointwise: int | None) -> Reprogram:
+    """CLR's placement: a depthwise kernel of the first size after each conv with a spatial kernel (stem, 3x3, 5x5,
+    7x7, depthwise included), of the second size after each 1x1 conv; None: no CLR layer there."""
+    def reprogram(conv: nn.Conv2d, options: dict) -> nn.Module | None:
+        kernel_size = after_pointwise if conv.kernel_size == (1, 1) else after_spatial
+        return None if kernel_size is None else ReprogrammedConv(conv, kernel_size)
+    return reprogram
+
+
+def _every_conv(layer: Callable[[nn.Conv2d], nn.Module]) -> Reprogram:
+    return lambda conv, options: layer(conv)
+
+
+def _piggyback(conv: nn.Conv2d, options: dict) -> nn.Module:
+    return piggyback_conv(conv, threshold=options["piggyback_threshold"],
+                          score_init=options["piggyback_score_init"])
+
+
+def _supsup(conv: nn.Conv2d, options: dict) -> nn.Module:
+    return supsup_conv(conv, sparsity=options["supsup_sparsity"])
+
+
+_CLR_PAPER = "Ge et al., CLR: Channel-wise Lightweight Reprogramming for Continual Learning, ICCV 2023"
+_RELEASE = "the CLR authors' release (docs/release.md §1b)"
+ISOLATED, SHARED = Family.ISOLATED, Family.SHARED
+
+_SPECS = [
+    MethodSpec("Ghost_reduced_v1", ISOLATED, "a depthwise 3x3 after the stem and every conv with a spatial kernel, "
+               "every norm layer, a head", _CLR_PAPER, paper_name="CLR", layers=TaskLayers(_clr(3, None))),
+    MethodSpec("Ghost", ISOLATED, "a depthwise 3x3 after every conv, every norm layer, a head", _CLR_PAPER,
+               paper_name="CLR-Full", layers=TaskLayers(_clr(3, 3))),
+    MethodSpec("Ghost_reduced_v2", ISOLATED, "CLR, plus one scale per channel after every 1x1 conv", _RELEASE,
+               layers=TaskLayers(_clr(3, 1))),
+    MethodSpec("Linear", ISOLATED, "the head only (the backbone and its norm layers frozen)",
+               "the linear probe of the CLR release", layers=TaskLayers(trains_norm=False)),
+    MethodSpec("Finetune", ISOLATED, "every weight: one full model per task", "fine-tuning, as in the CLR release",
+               layers=TaskLayers(trains_all=True)),
+    MethodSpec("Ghost_a", ISOLATED, "gated CLR after every conv: conv + gate x depthwise 3x3, every norm layer, a "
+               "head", _RELEASE, layers=TaskLayers(_every_conv(GatedConv))),
+    MethodSpec("li18", ISOLATED, "a residual 1x1 adapter beside every conv, a head (norm layers frozen)",
+               "residual adapters (Rebuffi et al., NeurIPS 2017), as in the CLR release", arch="resnet18",
+               layers=TaskLayers(_every_conv(AdaptedConv), trains_norm=False)),
+    MethodSpec("li50", ISOLATED, "li18's adapters on ResNet-50", "residual adapters (Rebuffi et al., NeurIPS 2017), "
+               "as in the CLR release", arch="resnet50", layers=TaskLayers(_every_conv(AdaptedConv), trains_norm=False)),
+    MethodSpec("Resnet_Scratch", ISOLATED, "every weight, from a random init", "training from scratch, as in the CLR "
+               "release", weights="none", layers=TaskLayers(trains_all=True)),
+    MethodSpec("Piggyback", ISOLATED, "a binary mask per conv weight of the pretrained backbone (stored at one bit "
+               "per weight), every norm layer, a head", "Mallya et al., Piggyback, ECCV 2018",
+               options={
+                   "piggyback_threshold": Option(5e-3, "Piggyback: a weight is kept where its score exceeds this "
+                                                 "(default %(default)s, the paper's)", high=1, bounds="[)"),
+                   "piggyback_score_init": Option(1e-2, "Piggyback: the constant every score starts at; above the "
+                                                  "threshold, so a fresh task computes the backbone (default "
+                                                  "%(default)s, the paper's)"),
+                   "piggyback_mask_lr": Option(1e-4, "Piggyback: Adam learning rate of the scores; norm layers and "
+                                               "the head take --lr (default %(default)s, the paper's and its code's "
+                                               "LR_MASK)", bounds="(]"),
+               }, mask_lr_option="piggyback_mask_lr", layers=TaskLayers(_piggyback)),
+    MethodSpec("SupSup", ISOLATED, "a supermask per conv of a fixed signed-constant random backbone (one bit per "
+               "weight), non-affine norm statistics, a head", "Wortsman et al., Supermasks in Superposition, "
+               "NeurIPS 2020", weights="none",
+               options={
+                   "supsup_sparsity": Option(0.5, "SupSup: fraction of each conv's weights its supermask keeps "
+                                             "(default %(default)s: edge-popup's best k for ResNets, the cap of "
+                                             "SupSup's per-layer budget)", high=1, bounds="(]"),
+               }, layers=TaskLayers(_supsup, affine_norm=False)),
+    MethodSpec("SGD", SHARED, "the whole backbone, in turn, and a head", "sequential fine-tuning, the lower bound"),
+    MethodSpec("EWC", SHARED, "the whole backbone with a quadratic penalty, and a head",
+               "Kirkpatrick et al., PNAS 2017, online (Schwarz et al., ICML 2018)",
+               options={
+                   "ewc_lambda": Option(10.0, "EWC: weight of the penalty sum_j F_j (w_j - w*_j)^2 (default "
+                                        "%(default)s, Mammoth's online-EWC setting for Seq-CIFAR-10)"),
+                   "ewc_gamma": Option(1.0, "EWC: the accumulated Fisher is multiplied by this before a task's "
+                                       "Fisher is added (online EWC; 1 = plain sum over tasks; default %(default)s)"),
+               }),
+    MethodSpec("LwF", SHARED, "the whole backbone with distillation to the earlier heads, and a head",
+               "Li & Hoiem, Learning without Forgetting, ECCV 2016",
+               options={
+                   "lwf_alpha": Option(1.0, "LwF: weight of the distillation loss, the mean over earlier tasks (the "
+                                       "paper's lambda_o; default %(default)s, as in the paper and Avalanche)"),
+                   "lwf_temperature": Option(2.0, "LwF: softmax temperature of the distillation (default "
+                                             "%(default)s, the paper's)", bounds="(]"),
+               }),
+    MethodSpec("ER", SHARED, "the whole backbone with replayed images of the earlier tasks, and a head",
+               "Chaudhry et al., On Tiny Episodic Memories in Continual Learning, 2019",
+               options={
+                   "er_per_task": Option(50, "ER: training images kept per learnt task (default %(default)s)"),
+                   "er_batch_size": Option(32, "ER: replayed images added to each training batch (default "
+                                           "%(default)s, the training batch size, as in Chaudhry et al. and "
+                                           "Mammoth)"),
+               }),
+    MethodSpec("SI", SHARED, "the whole backbone with a path-integral penalty, and a head",
+               "Zenke, Poole & Ganguli, Synaptic Intelligence, ICML 2017",
+               options={
+                   "si_c": Option(0.1, "SI: weight c of the penalty c sum_k Omega_k (w_k - w*_k)^2 (default "
+                                  "%(default)s, the paper's split CIFAR-10/100 setting)"),
+                   "si_xi": Option(0.1, "SI: damping xi of Omega += omega / (Delta^2 + xi) (default %(default)s, "
+                                   "the paper's split CIFAR-10/100 setting)", bounds="(]"),
+               }),
+    MethodSpec("PSP", SHARED, "the whole backbone through the task's ±1 contexts, its own norm layers, and a head",
+               "Cheung et al., Superposition of Many Models into One, NeurIPS 2019"),
+    MethodSpec("PackNet", SHARED, "the backbone weights still free, pruned and frozen after the task; a 1-bit mask, "
+               "its own norm layers and a head", "Mallya & Lazebnik, PackNet, CVPR 2018",
+               options={
+                   "packnet_keep": Option(0.5, "PackNet: fraction of each conv's pretrained weights (the largest) "
+                                          "that the backbone keeps before the first task; the rest are freed at "
+                                          "zero (default %(default)s, the paper's prune of its first task, "
+                                          "ImageNet, to 50%%)", high=1, bounds="(]"),
+                   "packnet_prune": Option(0.75, "PackNet: fraction of the weights a task trained (per layer, the "
+                                           "smallest) that go back to the free pool after it; below 1, so a task "
+                                           "keeps weights of its own (default %(default)s, the paper's and its "
+                                           "release's scripts/run_sequence.sh)", high=1, bounds="[)"),
+                   "packnet_retrain_epochs": Option(10, "PackNet: epochs that retrain a task's kept weights after "
+                                                    "its prune (0: none; default %(default)s, the post-prune epochs "
+                                                    "of the release's scripts/run_sequence.sh)"),
+                   "packnet_retrain_lr": Option(1e-4, "PackNet: Adam learning rate of the retraining (default "
+                                                "%(default)s, the release's post-prune rate in run_sequence.sh, a "
+                                                "tenth of its training rate)", bounds="(]"),
+               }),
+]
+REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
+METHODS = tuple(REGISTRY)
+DEFAULT_METHOD = METHODS[0]
+
+
+def method_spec(method: str) -> MethodSpec:
+    """The spec of ``method``; an unknown name is refused in one line that lists the valid ones."""
+    if method not in REGISTRY:
+        raise NetworkError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    return REGISTRY[method]
+
+
+def methods_of(family: Family) -> tuple[str, ...]:
+    return tuple(name for name, spec in REGISTRY.items() if spec.family is family)
+
+
+def all_options() -> Iterator[tuple[str, Option]]:
+    """Every method's options, in the registry's order."""
+    for spec in _SPECS:
+        yield from spec.options.items()
+
+
+def owner_of(option: str) -> str:
+    """The method an option belongs to."""
+    return next(spec.name for spec in _SPECS if option in spec.options)
+
+
+def method_options(method: str, given: dict[str, int | float] | None = None) -> dict[str, int | float]:
+    """The method's options as a run uses them: those ``given`` (checked against their ranges, and refused if they
+    belong to another method), the defaults for the rest."""
+    spec = method_spec(method)
+    given = given or {}
+    for name, value in given.items():
+        if name not in spec.options:
+            known = {option for option, _ in all_options()}
+            whose = f"an option of --method {owner_of(name)}" if name in known else "not an option of any method"
+            raise NetworkError(f"{option_flag(name)} is {whose}, not of --method {method}")
+        problem = spec.options[name].problem(value)
+        if problem:
+            raise NetworkError(f"{option_flag(name)} {problem}")
+    return {name: given.get(name, option.default) for name, option in spec.options.items()}
+
+
+def backbone_choice(method: str, arch: str | None, weights: str | None) -> tuple[str, str]:
+    """The architecture and backbone weights of a run: those given, else what the method implies (li18 means
+    resnet18, Resnet_Scratch a random init), else the defaults. A choice the method contradicts is refused."""
+    spec = method_spec(method)
+    return (implied(spec, "--arch", arch, spec.arch, ARCHS[0]),
+            implied(spec, "--weights", weights, spec.weights, DEFAULT_WEIGHTS))
+
+
+def implied(spec: MethodSpec, option: str, given: str | None, implies: str | None, default: str) -> str:
+    """``given`` if the method allows it, ``implies`` or ``default`` if nothing was given."""
+    if given is None:
+        return implies or default
+    if implies is not None and given != implies:
+        raise NetworkError(f"--method {spec.name} means {option} {implies}, not {given}: "
+                           f"leave {option} out or pass {option} {implies}")
+    return given
+
+
+def options_markdown() -> str:
+    """docs/options.md's table of the methods' options, from the registry (a test keeps the page equal to it)."""
+    rows = ["| option | method | default | range |", "|---|---|---|---|"]
+    for name, option in all_options():
+        high = "∞)" if option.high == math.inf else f"{option.high:g}{option.bounds[1]}"
+        rows.append(f"| `{option_flag(name)}` | `{owner_of(name)}` | {option.default} | "
+                    f"{option.bounds[0]}{option.low:g}, {high} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m network.methods: the options table of docs/options.md
+    print(options_markdown())
