@@ -34,8 +34,9 @@ from dataset.synthetic import DEMO_TASKS, ensure_synthetic_dct
 from dataset.task import TaskInfo, TaskSample
 from inference import predict as prediction
 from inference.mapper import task_anchor
-from network import (ARCHS, DEFAULT_METHOD, METHODS, REGISTRY, Family, all_options, backbone_choice, backbone_id,
-                     load_backbone, method_options, method_spec)
+from network import (DEFAULT_METHOD, METHODS, REGISTRY, Family, all_options, backbone_choice, backbone_id,
+                     check_arch, input_config, load_backbone, method_options, method_spec)
+from network.backbone import DEFAULT_ARCH, TIMM_PREFIX
 from report import add_arguments as add_report_arguments
 from report import report_run, require_results, tasks_on_disk, write_report
 from training import distributed
@@ -43,6 +44,8 @@ from training.context import Context, bn_needs_two_images
 from training.isolated import forget_tasks, learn_isolated_tasks
 from training.lock import run_lock
 from training.settings import PRECISIONS, Layout, Recipe, prepare_output_folder, resolve_device, runtime_for
+
+log = console_log()
 
 DEMO_DATA = Path("demo_data")
 DEMO_DEFAULTS = {"weights": "none", "image_size": 32, "epochs": 12, "tasks": list(DEMO_TASKS)}
@@ -71,11 +74,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--method", choices=METHODS, metavar="METHOD", help=f"default {DEFAULT_METHOD}. "
                        + "; ".join(f"{spec.label}: {spec.learns}" for spec in REGISTRY.values()))
-    model.add_argument("--arch", choices=ARCHS, help=f"backbone (default {ARCHS[0]}; li18 and li50 imply theirs)")
-    model.add_argument("--weights", help="backbone weights: imagenet (torchvision IMAGENET1K_V1, downloaded once; "
-                       "the default), none (random init, for demos and tests; implied by Resnet_Scratch and "
-                       "SupSup), or a "
-                       "path to a torchvision-format state dict")
+    model.add_argument("--arch", help=f"backbone: any torchvision classification model (default {DEFAULT_ARCH}), or "
+                       f"{TIMM_PREFIX}NAME for a timm model (pip install timm); li18 and li50 imply theirs")
+    model.add_argument("--weights", help="backbone weights: imagenet (the model's standard ImageNet weights, "
+                       "IMAGENET1K_V1 where torchvision has them, downloaded once; the default), none (a seeded "
+                       "random init, for demos and tests; implied by Resnet_Scratch and SupSup), or the path of a "
+                       "state dict in the model's own key format")
 
     recipe = parser.add_argument_group("training recipe (defaults: the release's)")
     recipe.add_argument("--epochs", type=number(int), default=60, help="at most this many epochs (default 60)")
@@ -123,6 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.image_size = args.image_size or DEFAULT_IMAGE_SIZE
         try:
             args.arch, args.weights = backbone_choice(args.method, args.arch, args.weights)
+            check_arch(args.arch)
             args.method_options = method_options(args.method, {name: getattr(args, name) for name, _ in all_options()
                                                                if getattr(args, name) is not None})
         except NetworkError as error:
@@ -197,8 +202,13 @@ def run_context(args: argparse.Namespace, source: DataSource) -> Context:
         backbone = load_backbone(args.arch, args.weights).to(device)  # each task's copy is then made on the device
     recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, norm_penalty=args.norm_penalty,
                     patience=args.patience, seed=args.seed)
-    return Context(method=args.method, arch=args.arch, backbone=backbone, backbone_id=backbone_id(args.weights),
-                   image_size=args.image_size, source=source, recipe=recipe,
+    inputs = input_config(args.arch, args.weights)
+    if inputs.native_size != args.image_size:  # said, never changed silently
+        log.info("note: %s's weights were made for %d px images; this run uses %d px (--image-size)", args.arch,
+                 inputs.native_size, args.image_size)
+    return Context(method=args.method, arch=args.arch, backbone=backbone,
+                   backbone_id=backbone_id(args.arch, args.weights), image_size=args.image_size, input=inputs,
+                   source=source, recipe=recipe,
                    runtime=runtime_for(device, args.precision, args.eval_batch_size, args.compile),
                    layout=layout_of(args), cache_dir=None if args.no_cache else args.cache_dir, workers=args.workers,
                    options=args.method_options)

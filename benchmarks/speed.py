@@ -30,11 +30,12 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.files import atomic_write_text  # noqa: E402
+from dataset.images import Normalisation  # noqa: E402
 from dataset.loader import DeviceBatches, ReleaseStyleDataset  # noqa: E402
 from dataset.preprocess import decode_images, default_workers, load_task_tensors  # noqa: E402
 from dataset.sources import DEFAULT_STAT, open_data, read_stat  # noqa: E402
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct  # noqa: E402
-from network import ARCHS, Family, build_model, load_backbone, methods_of  # noqa: E402
+from network import DEFAULT_ARCH, Family, build_model, input_config, load_backbone, methods_of  # noqa: E402
 from training.loop import build_optimizer, build_task_model, evaluate, train_one_epoch  # noqa: E402  (measured)
 from training.settings import (PRECISIONS, RELEASE_EVAL_BATCH, Recipe, Runtime, resolve_device,  # noqa: E402
                                runtime_for)
@@ -44,7 +45,7 @@ REPRODUCTION_EPOCHS = 60
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", choices=ARCHS, default=ARCHS[0], help="default %(default)s")
+    parser.add_argument("--arch", default=DEFAULT_ARCH, help="any of main.py's --arch values (default %(default)s)")
     parser.add_argument("--method", choices=methods_of(Family.ISOLATED), default=methods_of(Family.ISOLATED)[0],
                         help="an isolated method (default %(default)s)")
     parser.add_argument("--image-size", type=int, help="default: 224 on CUDA, 64 on CPU")
@@ -234,12 +235,14 @@ def measure_all(args: argparse.Namespace, work: Path) -> dict:
     recipe = Recipe(batch_size=args.batch_size)
     runtime = runtime_for(device, args.precision, args.eval_batch_size, args.compile)
     backbone = load_backbone(args.arch, "none")
+    inputs = input_config(args.arch, "none")
+    normalisation = Normalisation(inputs.mean, inputs.std)
     # Full batches only, in all three paths: the small synthetic task's partial last batch would otherwise be
     # ~1 step in 10 (on the DCT tasks it is under 1 in 80) and weigh on b against c's full batches.
     train = DeviceBatches(tensors.train_images, tensors.train_labels, args.batch_size, device, shuffle=True, seed=0,
-                          min_last_batch=args.batch_size)
+                          min_last_batch=args.batch_size, normalisation=normalisation)
     val = DeviceBatches(tensors.val_images, tensors.val_labels, runtime.eval_batch_size, device, shuffle=False,
-                        min_last_batch=runtime.eval_batch_size)
+                        min_last_batch=runtime.eval_batch_size, normalisation=normalisation)
 
     one_train, one_val = next(iter(train)), next(iter(val))
     measurements = {

@@ -38,15 +38,16 @@ class Option:
     bounds: str = "[]"  # "[]", "[)", "(]" or "()": closed or open at each end
 
     def problem(self, value: int | float) -> str | None:
-        """Why ``value`` is out of range, in the words of an error line ("must be positive, got 0"), or None."""
+        """What the range asks of a ``value`` outside it, in the words of an error line ("must be positive"), or
+        None for a value inside it."""
         closed_low, closed_high = self.bounds[0] == "[", self.bounds[1] == "]"
         inside = ((value >= self.low if closed_low else value > self.low)
                   and (value <= self.high if closed_high else value < self.high) and math.isfinite(value))
         if inside:
             return None
         if self.low == 0 and self.high == math.inf:
-            return f"must be {'zero or more' if closed_low else 'positive'}, got {value}"
-        return f"must be in {self.bounds[0]}{self.low:g}, {self.high:g}{self.bounds[1]}, got {value}"
+            return f"must be {'zero or more' if closed_low else 'positive'}"
+        return f"must be in {self.bounds[0]}{self.low:g}, {self.high:g}{self.bounds[1]}"
 
     def parse(self, text: str) -> int | float:
         """The argparse type of the option: a number of the default's type, in range."""
@@ -57,7 +58,7 @@ class Option:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         problem = self.problem(value)
         if problem:
-            raise argparse.ArgumentTypeError(problem)
+            raise argparse.ArgumentTypeError(f"{problem}, got {text}")
         return value
 
 

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from continual.method import Method, TaskData
-from dataset.images import normalize_uint8
 from network import MultiHeadModel, state_bytes
 from training.context import Context
 
@@ -23,11 +22,11 @@ class ER(Method):
             return super().batch_loss(model, data, images, labels, index)
         runtime = self.ctx.runtime
         drawn = torch.randperm(len(self.labels))[:self.option("er_batch_size")]  # global RNG: saved on resume
-        replay = normalize_uint8(self.images[drawn].to(runtime.device))
+        replay = self.ctx.normalisation(self.images[drawn].to(runtime.device))
         replay_labels, replay_tasks = self.labels[drawn].to(runtime.device), self.tasks[drawn]
         with runtime.autocast():
-            features = model.features(runtime.model_input(torch.cat([images, replay])))
-            logits = model.fc(features[:len(labels)])
+            features = model.pooled_features(runtime.model_input(torch.cat([images, replay])))
+            logits = model.heads[model.current](features[:len(labels)])
             losses = [F.cross_entropy(logits.float(), labels, reduction="sum")]
             for position in replay_tasks.unique().tolist():
                 mine = (replay_tasks == position).to(runtime.device)

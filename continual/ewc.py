@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from continual.method import Method, TaskData
-from dataset.images import normalize_uint8
+from dataset.images import Normalisation
 from network import MultiHeadModel
 from training.settings import Runtime
 from training.context import Context
@@ -31,7 +31,8 @@ class EWC(Method):
         return sum((self.fisher[name] * (params[name] - anchor) ** 2).sum() for name, anchor in self.anchor.items())
 
     def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
-        fisher = diagonal_fisher(model, self.ctx.runtime, data.tensors.train_images, data.tensors.train_labels)
+        fisher = diagonal_fisher(model, self.ctx.runtime, self.ctx.normalisation, data.tensors.train_images,
+                                 data.tensors.train_labels)
         gamma = self.option("ewc_gamma")
         self.fisher = {name: gamma * self.fisher[name] + f if self.fisher else f for name, f in fisher.items()}
         self.anchor = {name: p.detach().clone() for name, p in model.backbone_named_parameters()}
@@ -44,7 +45,7 @@ class EWC(Method):
 
 
 @torch.no_grad()  # torch.func.grad still differentiates; this keeps the head's autograd graph out of the result
-def diagonal_fisher(model: MultiHeadModel, runtime: Runtime, images: torch.Tensor,
+def diagonal_fisher(model: MultiHeadModel, runtime: Runtime, normalisation: Normalisation, images: torch.Tensor,
                     labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """The empirical Fisher's diagonal for the backbone: the mean over the images of each per-image squared
     gradient of log p(label | image), with BN in eval mode (per-image gradients need per-image statistics)."""
@@ -59,7 +60,7 @@ def diagonal_fisher(model: MultiHeadModel, runtime: Runtime, images: torch.Tenso
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}
     device = runtime.device
     for start in range(0, len(labels), FISHER_CHUNK):
-        chunk = normalize_uint8(images[start:start + FISHER_CHUNK].to(device))
+        chunk = normalisation(images[start:start + FISHER_CHUNK].to(device))
         grads = per_image(params, runtime.model_input(chunk), labels[start:start + FISHER_CHUNK].to(device))
         for name, g in grads.items():
             fisher[name] += (g.float() ** 2).sum(0)

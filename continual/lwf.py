@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 
 from continual.method import Method, TaskData
-from dataset.loader import DeviceBatches
 from network import MultiHeadModel
 from training.context import Context
 
@@ -19,12 +18,12 @@ class LwF(Method):
     def before_task(self, model: MultiHeadModel, data: TaskData) -> None:
         model.eval()
         runtime = self.ctx.runtime
-        batches = DeviceBatches(data.tensors.train_images, torch.arange(len(data.labels)), runtime.eval_batch_size,
-                                runtime.device, shuffle=False)
+        batches = self.ctx.batches(data.tensors.train_images, torch.arange(len(data.labels)), runtime.eval_batch_size,
+                                   shuffle=False)
         outputs: list[list[torch.Tensor]] = [[] for _ in range(data.position)]
         for images, _ in batches:
             with runtime.autocast():
-                features = model.features(runtime.model_input(images))
+                features = model.pooled_features(runtime.model_input(images))
                 for position, logits in enumerate(outputs):
                     logits.append(model.heads[position](features).float())
         self.recorded = [torch.cat(logits) for logits in outputs]
@@ -32,8 +31,8 @@ class LwF(Method):
     def batch_loss(self, model, data, images, labels, index):
         runtime = self.ctx.runtime
         with runtime.autocast():
-            features = model.features(runtime.model_input(images))
-            logits = model.fc(features)
+            features = model.pooled_features(runtime.model_input(images))
+            logits = model.heads[model.current](features)
             earlier = [model.heads[position](features) for position in range(data.position)]
         loss = F.cross_entropy(logits.float(), labels)
         if earlier:

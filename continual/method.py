@@ -37,7 +37,7 @@ class Method:
 
     def build_model(self) -> MultiHeadModel:
         """The shared model, before any task (PSP and PackNet change its layers)."""
-        return MultiHeadModel(self.ctx.backbone)
+        return MultiHeadModel.of(self.ctx.backbone)
 
     def use_task(self, model: MultiHeadModel, position: int) -> None:
         """Make the model compute as the task at ``position`` does (to evaluate it): its head, and whatever else

@@ -13,7 +13,8 @@ from common.errors import RunError
 from continual.method import Method, TaskData
 from continual.sequence import learn_shared_task, second_phase_resume_path
 from network import MultiHeadModel, pack_bits, replace_convs
-from network.multihead import batch_norm_state, batch_norm_tensors, load_batch_norm_state
+from network.layers import conv_with_weight
+from network.multihead import load_norm_layer_state, norm_affine_count, norm_layer_state, norm_layer_tensors
 from training.context import Context
 
 log = logging.getLogger("clr")
@@ -36,13 +37,13 @@ class OwnedWeightsConv(nn.Module):
         conv.weight.register_hook(lambda grad: torch.where(self.trained, grad, 0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv._conv_forward(x, torch.where(self.active, self.conv.weight, 0.0), self.conv.bias)
+        return conv_with_weight(self.conv, torch.where(self.active, self.conv.weight, 0.0), x)
 
 
 class PackNet(Method):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.pretrained_batch_norms = batch_norm_tensors(ctx.backbone)  # where each task's BN starts (never changed)
+        self.pretrained_batch_norms = norm_layer_tensors(ctx.backbone)  # where each task's BN starts (never changed)
         self.owners: dict[str, torch.Tensor] = {}  # conv name -> uint8 owner of each weight (BACKBONE, k or FREE)
         self.batch_norms: list[dict[str, torch.Tensor]] = []  # per learnt task: its BN (CPU)
         self.empty_layers: list[list] = []  # per task: [its name, the convs where it keeps no weight]
@@ -60,7 +61,7 @@ class PackNet(Method):
     def use_task(self, model: MultiHeadModel, position: int) -> None:
         model.use_head(position)
         self.select(model, position + 1)
-        load_batch_norm_state(model, self.batch_norms[position])
+        load_norm_layer_state(model, self.batch_norms[position])
 
     def select(self, model: MultiHeadModel, task: int) -> None:
         """Task ``task``'s mask in every conv, and its own weights as the trained ones."""
@@ -74,7 +75,7 @@ class PackNet(Method):
         for owners in self.owners.values():
             owners.masked_fill_(owners == FREE, task)
         self.select(model, task)
-        load_batch_norm_state(model, self.pretrained_batch_norms)  # each task's BN starts from the pretrained one
+        load_norm_layer_state(model, self.pretrained_batch_norms)  # each task's BN starts from the pretrained one
         total = sum(owners.numel() for owners in self.owners.values())
         log.info("PackNet: %s trains the %.2f%% of the conv weights that are free", data.sample.task.name,
                  100 * sum(int((owners == task).sum()) for owners in self.owners.values()) / total)
@@ -102,7 +103,7 @@ class PackNet(Method):
             config = {**ctx.task_config(data.sample), "phase": "retrain"}
             log.info("PackNet: retraining %s's kept weights", data.sample.task.name)
             learn_shared_task(ctx, model, self, data, config, resume=second_phase_resume_path(ctx, data.sample.task))
-        self.batch_norms = self.batch_norms[:data.position] + [batch_norm_state(model)]
+        self.batch_norms = self.batch_norms[:data.position] + [norm_layer_state(model)]
 
     def task_state(self, model: MultiHeadModel, position: int) -> dict[str, torch.Tensor]:
         """Its head, its BN and its own weights' mask at one bit per weight (the values live in the backbone)."""
@@ -110,11 +111,9 @@ class PackNet(Method):
         return model.head_state(position) | self.batch_norms[position] | masks
 
     def task_parameters(self, model: MultiHeadModel, position: int) -> int:
-        """The weights it owns, its BN's affine parameters and its head."""
-        affine = sum(module.weight.numel() + module.bias.numel() for module in model.modules()
-                     if isinstance(module, nn.BatchNorm2d))
+        """The weights it owns, its norm layers' affine pairs and its head."""
         owned = sum(int((owners == position + 1).sum()) for owners in self.owners.values())
-        return owned + affine + super().task_parameters(model, position)
+        return owned + norm_affine_count(model) + super().task_parameters(model, position)
 
     def state_dict(self) -> dict:
         return {"owners": copied(self.owners, "cpu"), "batch_norms": self.batch_norms,

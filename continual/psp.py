@@ -12,25 +12,24 @@ from torch import nn
 
 from continual.method import Method, TaskData
 from network import MultiHeadModel, pack_bits, replace_convs
-from network.multihead import batch_norm_state, batch_norm_tensors, load_batch_norm_state
+from network.layers import conv_with_weight
+from network.multihead import load_norm_layer_state, norm_affine_count, norm_layer_state
 from training.context import Context
 
-class ContextConv(nn.Conv2d):
-    """A conv that applies its weights through a context: conv(x, W ⊙ c), c of shape (in_channels/groups, kh, kw).
-    It keeps the conv's own weight and bias (and so torchvision's names); an all-ones context is the plain conv."""
+class ContextConv(nn.Module):
+    """A conv that applies its weights through a context: the conv's own forward with W ⊙ c, c of shape
+    (in_channels/groups, kh, kw). It holds the conv's weight and bias as its own, so the backbone's names stay
+    (``layer1.0.conv1.weight``), and calls the conv itself, kept outside the module tree, so that a conv subclass's
+    own padding rule stays too; an all-ones context is the plain conv."""
 
     def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                         padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
-                         padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype)
+        super().__init__()
         self.weight, self.bias = conv.weight, conv.bias
         self.register_buffer("context", torch.ones_like(conv.weight[0]), persistent=False)
-
-    def reset_parameters(self) -> None:
-        """Nothing: the weights are the backbone's (and construction draws nothing from the global random state)."""
+        object.__setattr__(self, "conv", conv)  # not a submodule: its tensors are this module's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self.context, self.bias)
+        return conv_with_weight(self.conv, self.weight * self.context, x)
 
 
 class PSP(Method):
@@ -42,17 +41,17 @@ class PSP(Method):
     def build_model(self) -> MultiHeadModel:
         model = super().build_model()
         replace_convs(model, ContextConv)
-        self.backbone_bn = batch_norm_state(model)
+        self.backbone_bn = norm_layer_state(model)
         return model
 
     def before_task(self, model: MultiHeadModel, data: TaskData) -> None:
-        load_batch_norm_state(model, self.backbone_bn)
+        load_norm_layer_state(model, self.backbone_bn)
         self.use_context(model, data.position)
 
     def use_task(self, model: MultiHeadModel, position: int) -> None:
         super().use_task(model, position)
         self.use_context(model, position)
-        load_batch_norm_state(model, self.bn[position])
+        load_norm_layer_state(model, self.bn[position])
 
     def use_context(self, model: MultiHeadModel, position: int) -> None:
         convs = dict(model.named_modules())
@@ -67,7 +66,7 @@ class PSP(Method):
                 for name, conv in model.named_modules() if isinstance(conv, ContextConv)}
 
     def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
-        self.bn.append(batch_norm_state(model))
+        self.bn.append(norm_layer_state(model))
 
     def task_state(self, model: MultiHeadModel, position: int) -> dict[str, torch.Tensor]:
         """The head, the task's BN and its contexts, packed at one bit per element (kept so that the file holds the
@@ -77,10 +76,8 @@ class PSP(Method):
         return model.head_state(position) | self.bn[position] | contexts
 
     def task_parameters(self, model: MultiHeadModel, position: int) -> int:
-        """The head and the task's BN affine."""
-        bn_affine = sum(t.numel() for name, t in batch_norm_tensors(model).items()
-                        if name.endswith((".weight", ".bias")))
-        return super().task_parameters(model, position) + bn_affine
+        """The head and the task's norm layers' affine pairs."""
+        return super().task_parameters(model, position) + norm_affine_count(model)
 
     def state_dict(self) -> dict:
         return {"bn": self.bn}

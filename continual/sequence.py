@@ -47,17 +47,15 @@ def second_phase_resume_path(ctx: Context, task: TaskInfo) -> Path:
 
 def validation_batches(ctx: Context, sample: TaskSample) -> DeviceBatches:
     tensors = ctx.tensors(sample)
-    return DeviceBatches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, ctx.device,
-                         shuffle=False)
+    return ctx.batches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, shuffle=False)
 
 
 def task_data(ctx: Context, sample: TaskSample, position: int) -> TaskData:
     tensors = ctx.tensors(sample)
     indices = torch.arange(len(tensors.train_labels))
-    train = DeviceBatches(tensors.train_images, indices, ctx.recipe.batch_size, ctx.device, shuffle=True,
-                          seed=ctx.recipe.task_seed(sample.task.order), min_last_batch=ctx.min_last_train_batch)
-    val = DeviceBatches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, ctx.device,
-                        shuffle=False)
+    train = ctx.batches(tensors.train_images, indices, ctx.recipe.batch_size, shuffle=True,
+                        seed=ctx.recipe.task_seed(sample.task.order), min_last_batch=ctx.min_last_train_batch)
+    val = ctx.batches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, shuffle=False)
     return TaskData(sample, position, tensors, tensors.train_labels.to(ctx.device), train, val)
 
 
@@ -100,7 +98,8 @@ def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> s
                      ", ".join(f"{s.task.name} {c / len(s.val):.4f}" for s, c in zip(samples, row)))
         trained = method.task_parameters(model, position)
         state = method.task_state(model, position)
-        finished["records"].append(task_record(sample, task_config, state, progress, row[position], trained,
+        finished["records"].append(task_record(sample, task_config, ctx.input.as_record(), state, progress,
+                                               row[position], trained,
                                                model.backbone_parameters, method.task_bytes(position),
                                                shared_backbone=True))
         finished["correct"].append(row)
@@ -141,8 +140,7 @@ def restore_sequence(ctx: Context, model: MultiHeadModel, method: Method, config
     # a task's accuracy just after it was learnt is the matrix's diagonal (files before 2026-11-29 keep it only there)
     records = [TaskRecord(**record | {"best_correct": row[i], "best_acc": row[i] / record["val_images"]})
                for i, (record, row) in enumerate(zip(saved["records"], saved["correct"]))]
-    model.restore(saved["backbone"], [{key: tensor for key, tensor in record.state.items() if key.startswith("fc.")}
-                                      for record in records])
+    model.restore(saved["backbone"], [model.head_of(record.state) for record in records])
     method.load_state_dict(saved["method"])
     return {"records": records, "correct": saved["correct"]}
 

@@ -1,6 +1,7 @@
 """Decoding and resizing exactly as the release's per-image transform does it."""
 import functools
 import os
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
@@ -30,15 +31,26 @@ def release_transform(size: int) -> transforms.Compose:
     ])
 
 
+@dataclass(frozen=True)
+class Normalisation:
+    """The per-channel mean and std a backbone's weights expect (their own metadata: ImageNet's for the ResNets,
+    0.5 for timm's Xception), applied to uint8 images as ``ToTensor`` + ``Normalize`` would."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, 3, S, S] -> float normalised, with the same operations as ``ToTensor`` + ``Normalize``."""
+        mean, std = _mean_and_std(self, images.device)
+        return images.float().div_(255).sub_(mean).div_(std)
+
+
+IMAGENET = Normalisation()  # the release's
+
+
 @functools.cache
-def _mean_and_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _mean_and_std(normalisation: Normalisation, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Built once per device: creating them per batch would copy from pageable host memory and stall CUDA."""
     shape = (1, 3, 1, 1)
-    return (torch.tensor(IMAGENET_MEAN, device=device).view(shape),
-            torch.tensor(IMAGENET_STD, device=device).view(shape))
-
-
-def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, 3, S, S] -> float normalised, with the same operations as ``ToTensor`` + ``Normalize``."""
-    mean, std = _mean_and_std(images.device)
-    return images.float().div_(255).sub_(mean).div_(std)
+    return (torch.tensor(normalisation.mean, device=device).view(shape),
+            torch.tensor(normalisation.std, device=device).view(shape))

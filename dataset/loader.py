@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from dataset.images import normalize_uint8, open_rgb, release_transform
+from dataset.images import IMAGENET, Normalisation, open_rgb, release_transform
 from dataset.task import Item
 
 
@@ -13,13 +13,14 @@ class DeviceBatches:
     """(normalised float images, labels) batches from uint8 images held on the training device.
 
     The images move to ``device`` once, as uint8 (4x smaller than float); each batch is converted and
-    normalised there, with the same operations as ``ToTensor`` + ``Normalize``. Shuffled batches come
-    from a fresh permutation every epoch, drawn from ``generator`` (CPU), whose state a caller can save
-    and restore to resume mid-task with the same order.
+    normalised there as the backbone expects (``normalisation``), with the same operations as ``ToTensor`` +
+    ``Normalize``. Shuffled batches come from a fresh permutation every epoch, drawn from ``generator`` (CPU),
+    whose state a caller can save and restore to resume mid-task with the same order.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device,
-                 shuffle: bool, seed: int | None = None, min_last_batch: int = 1) -> None:
+                 shuffle: bool, seed: int | None = None, min_last_batch: int = 1,
+                 normalisation: Normalisation = IMAGENET) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be uint8 [N, 3, S, S], got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -32,6 +33,7 @@ class DeviceBatches:
         self.batch_size = batch_size
         self.min_last_batch = min_last_batch  # a smaller trailing batch is not served
         self.shuffle = shuffle
+        self.normalisation = normalisation
         self.generator = torch.Generator()
         if seed is None:
             self.generator.seed()
@@ -54,7 +56,7 @@ class DeviceBatches:
                 batch = slice(start, start + self.batch_size)
             else:
                 batch = order[start:start + self.batch_size]
-            yield normalize_uint8(self.images[batch]), self.labels[batch]
+            yield self.normalisation(self.images[batch]), self.labels[batch]
 
     def _epoch_order(self) -> torch.Tensor | None:
         """This epoch's permutation on the device (None: in order), copied without a host sync on CUDA."""

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from common.errors import RunError, warn
 from common.files import save_torch
 from dataset.task import TaskInfo
 from inference.trained import batch_outputs
+from network.backbone import feature_extractor
 from training.context import Context
 from training.record import PURPOSES, differing_settings, manifest_sha256
 
@@ -61,7 +61,7 @@ def fit_anchor(features: torch.Tensor, labels: torch.Tensor) -> Anchor:
 
 def backbone_features(ctx: Context, images: torch.Tensor, desc: str) -> torch.Tensor:
     """Pooled features of the frozen backbone (no CLR layers, no head): the same for every task."""
-    return batch_outputs(nn.Sequential(*list(ctx.backbone.children())[:-1], nn.Flatten()), images, ctx, desc)
+    return batch_outputs(feature_extractor(ctx.backbone), images, ctx, desc)
 
 
 def choose_tasks(features: torch.Tensor, anchors: list[Anchor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ from dataset.preprocess import decode_images
 from dataset.sources import DataSource
 from inference.mapper import backbone_features, choose_tasks, task_anchor
 from inference.trained import Trained, batch_outputs, load_trained, require_given_settings, task_model
-from network import backbone_id, load_backbone, weights_of
+from network import backbone_id, input_config, load_backbone, weights_of
 from training.context import Context
 from training.settings import Layout, Recipe, runtime_for
 
@@ -58,16 +58,17 @@ def predict(request: Request, layout: Layout, device: torch.device, precision: s
     check_output(request.output)
     auto = request.task == AUTO
     trained = load_trained(layout, request.method, request.choices if auto else [request.task])
-    given_backbone = None if request.weights is None else backbone_id(request.weights)
+    settings = trained.settings
+    arch = settings["arch"]
+    given_backbone = None if request.weights is None else backbone_id(request.arch or arch, request.weights)
     require_given_settings(trained, {"arch": request.arch, "backbone": given_backbone,
                                      "image_size": request.image_size})
-    settings = trained.settings
-    weights = request.weights or weights_of(settings["backbone"])
-    backbone = load_backbone(settings["arch"], weights).to(device)
-    ctx = Context(method=trained.method, arch=settings["arch"], backbone=backbone, backbone_id=settings["backbone"],
-                  image_size=settings["image_size"], source=source, recipe=Recipe(),
-                  runtime=runtime_for(device, precision, eval_batch_size), layout=layout, cache_dir=cache_dir,
-                  workers=workers)
+    weights = request.weights or weights_of(arch, settings["backbone"])
+    backbone = load_backbone(arch, weights).to(device)
+    ctx = Context(method=trained.method, arch=arch, backbone=backbone, backbone_id=settings["backbone"],
+                  image_size=settings["image_size"], input=input_config(arch, weights), source=source,
+                  recipe=Recipe(), runtime=runtime_for(device, precision, eval_batch_size), layout=layout,
+                  cache_dir=cache_dir, workers=workers)
     images = torch.from_numpy(decode_images(Path(""), [str(path) for path in files], ctx.image_size, workers,
                                             desc="decoding images"))
     if auto:

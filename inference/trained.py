@@ -7,7 +7,6 @@ import torch
 from tqdm import tqdm
 
 from common.errors import RunError
-from dataset.loader import DeviceBatches
 from dataset.sources import select_tasks
 from dataset.task import TaskInfo
 from network import Family, TaskModel, load_task_state, methods_of
@@ -109,8 +108,7 @@ def batch_outputs(model: torch.nn.Module, images: torch.Tensor, ctx: Context, de
     logits its recorded accuracy came from. Float32 on the CPU, one row per image."""
     runtime = ctx.runtime
     model.eval()
-    batches = DeviceBatches(images, torch.zeros(len(images), dtype=torch.int64), runtime.eval_batch_size,
-                            runtime.device, shuffle=False)
+    batches = ctx.batches(images, torch.zeros(len(images), dtype=torch.int64), runtime.eval_batch_size, shuffle=False)
     outputs = []
     with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
         for batch, _ in tqdm(batches, desc=desc, leave=False, unit="batch"):

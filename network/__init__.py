@@ -1,5 +1,7 @@
-"""The CLR model: a frozen backbone reprogrammed per task, each task's own state, and the registry of methods."""
-from network.backbone import ARCHS, backbone_id, load_backbone, weights_of
+"""The CLR model: a frozen backbone reprogrammed per task, each task's own state and the registry of methods."""
+from network.backbone import (DEFAULT_ARCH, RESNETS, TIMM_PREFIX, InputConfig, arch_of, backbone_id, check_arch,
+                              classifier_name, feature_extractor, input_config, load_backbone, parameter_count,
+                              weights_of)
 from network.bits import pack_bits, state_bytes, unpack_bits
 from network.layers import replace_convs
 from network.methods import (DEFAULT_METHOD, METHODS, REGISTRY, Family, MethodSpec, all_options, backbone_choice,
@@ -8,7 +10,9 @@ from network.multihead import MultiHeadModel
 from network.state import ParameterCost, load_task_state, parameter_cost, stored_state, task_state
 from network.task_model import TaskModel, TrainableModel, build_model
 
-__all__ = ["ARCHS", "load_backbone", "backbone_id", "weights_of", "pack_bits", "unpack_bits", "state_bytes",
+__all__ = ["DEFAULT_ARCH", "RESNETS", "TIMM_PREFIX", "InputConfig",
+           "check_arch", "classifier_name", "feature_extractor", "input_config", "arch_of", "parameter_count",
+           "load_backbone", "backbone_id", "weights_of", "pack_bits", "unpack_bits", "state_bytes",
            "replace_convs", "DEFAULT_METHOD", "METHODS", "REGISTRY", "Family", "MethodSpec", "all_options",
            "backbone_choice", "method_options", "method_spec", "methods_of", "MultiHeadModel", "ParameterCost",
            "load_task_state", "parameter_cost", "stored_state", "task_state", "TaskModel", "TrainableModel",

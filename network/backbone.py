@@ -1,95 +1,350 @@
-"""The frozen torchvision ResNet that every task shares, and where its weights come from."""
+"""The frozen backbone that every task shares (any torchvision classification model, or a timm model named
+"timm:NAME"), where its weights come from, and how it expects its input."""
+import copy
+import difflib
 import functools
 import hashlib
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
+from torch import nn
 from torchvision import models
 
 from common.errors import NetworkError
 from network.errors import describe_key_difference
 
-ARCHS = ("resnet50", "resnet18")  # the first is the default
+DEFAULT_ARCH = "resnet50"
 DEFAULT_WEIGHTS = "imagenet"
+TIMM_PREFIX = "timm:"
+RESNETS = ("resnet50", "resnet18")  # the paper's backbones: the ResNet-only code paths accept these
 _IMAGENET_WEIGHTS = "IMAGENET1K_V1"  # what the release's pretrained=True gave
+_IMAGENET_MEAN, _IMAGENET_STD, _IMAGENET_SIZE = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224
 _RANDOM_SEED = 0
-_HEAD_PREFIX = "fc."  # a saved backbone's classifier: never used, each task gets its own head
 _WRAPPER_PREFIX = "module."  # added by DataParallel / DistributedDataParallel, as in SwAV checkpoints
 _OPTIONAL_SUFFIX = "num_batches_tracked"  # absent from checkpoints older than torchvision 0.4
+# DenseNet's published weights still name a layer's parts "norm.1" where the model has "norm1" (torchvision renames
+# them the same way when it loads them)
+_LEGACY_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+                         r"((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_AUX_CLASSIFIERS = ("aux1", "aux2", "AuxLogits")  # torchvision googlenet's and inception_v3's training-only heads
+_PRETRAINED_SOURCES = ("hf_hub_id", "url", "file")  # the pretrained_cfg keys timm downloads or reads weights from
 
 
-def load_backbone(arch: str, weights: str) -> models.ResNet:
-    """A plain torchvision ResNet in eval mode with every parameter frozen.
+@dataclass(frozen=True)
+class InputConfig:
+    """How the weights expect their input, from the weights' own metadata."""
 
-    ``weights`` is "imagenet" (torchvision's IMAGENET1K_V1, downloaded once), "none" (a fixed random init)
-    or the path of a torchvision-format state dict.
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    native_size: int  # the square size the weights were trained / evaluated at
+    source: str  # where the numbers come from
+
+    def as_record(self) -> dict:
+        """Plain data (lists, ints, strings) for a task's record."""
+        return {"mean": list(self.mean), "std": list(self.std), "native_size": self.native_size,
+                "source": self.source}
+
+
+def check_arch(arch: str) -> None:
+    """Refuse, in one line, a name that is neither a torchvision classification model nor "timm:NAME", and a model
+    CLR cannot serve (no convolutions, or a classifier that is not one linear layer): checked on its structure
+    alone, before any weights are downloaded or read."""
+    if arch.startswith(TIMM_PREFIX):
+        _check_timm_name(arch)
+    else:
+        _check_torchvision_name(arch)
+    _check_structure(_blueprint(arch), arch)
+
+
+def _check_torchvision_name(arch: str) -> None:
+    names = models.list_models(module=models)
+    if arch not in names:
+        raise NetworkError(f"unknown architecture {arch!r}; choose a torchvision classification model "
+                           f"(e.g. {DEFAULT_ARCH}) or {TIMM_PREFIX}NAME for a timm model{_closest(arch, names)}")
+
+
+def load_backbone(arch: str, weights: str) -> nn.Module:
+    """The plain model in eval mode with every parameter frozen, tagged with its ``arch``.
+
+    ``weights`` is "imagenet" (the model's standard pretrained weights, downloaded once), "none" (a fixed random
+    init) or the path of a state dict in the model's own key format. Its classifier is kept but never used: each
+    task gets its own head. Training-only auxiliary classifiers are removed, so the model returns plain logits.
     """
-    _check_arch(arch)
-    network = _random_resnet(arch)
+    check_arch(arch)  # before anything is downloaded or read
     if weights == "imagenet":
-        network.load_state_dict(_imagenet_state(arch))
-    elif weights != "none":
-        path = _existing_file(weights)
-        state = _read_state_dict(path)
-        _check_fits(state, arch, path)
-        _check_finite(state, path)
-        network.load_state_dict(state, strict=False)  # only the unused head and optional counters are absent
+        network = _pretrained(arch)
+    else:
+        path = None if weights == "none" else _existing_file(weights)
+        network = _seeded(lambda: _random_model(arch))
+        if path is not None:
+            _load_file(network, arch, path)
+    _drop_aux_classifiers(network)
     network.eval()
     network.requires_grad_(False)
+    network.clr_arch = arch
     return network
 
 
-def backbone_id(weights: str) -> str:
+def classifier_name(model: nn.Module) -> str:
+    """The qualified name of the final nn.Linear, whose input is the pooled feature vector.
+
+    timm models say which module it is (``get_classifier``); torchvision's register it last.
+    """
+    return _classifier_name(model)
+
+
+def feature_extractor(backbone: nn.Module) -> nn.Module:
+    """A frozen copy in eval mode whose classifier is nn.Identity: it computes the features a task's head sees."""
+    extractor = copy.deepcopy(backbone)
+    extractor.set_submodule(classifier_name(backbone), nn.Identity())
+    extractor.eval()
+    extractor.requires_grad_(False)
+    return extractor
+
+
+def input_config(arch: str, weights: str) -> InputConfig:
+    """The normalisation and size of the model's standard pretrained weights, whichever ``weights`` the run uses:
+    a task's preprocessing must not change with where the backbone's weights came from."""
+    check_arch(arch)
+    if arch.startswith(TIMM_PREFIX):
+        cfg = _blueprint(arch).pretrained_cfg
+        return InputConfig(mean=_three(cfg["mean"]), std=_three(cfg["std"]), native_size=int(cfg["input_size"][-1]),
+                           source=f"timm pretrained_cfg of {_timm_weights_name(cfg)}")
+    member = _torchvision_weights(arch)
+    if member is None:
+        return InputConfig(mean=_IMAGENET_MEAN, std=_IMAGENET_STD, native_size=_IMAGENET_SIZE,
+                           source="ImageNet defaults")
+    transform = member.transforms()
+    return InputConfig(mean=_three(transform.mean), std=_three(transform.std),
+                       native_size=int(transform.crop_size[0]),
+                       source=f"torchvision {type(member).__name__}.{member.name}")
+
+
+def backbone_id(arch: str, weights: str) -> str:
     """A short, stable name for the weights, saved with every task so a state is reloaded on the same backbone."""
+    check_arch(arch)
     if weights == "imagenet":
-        return f"imagenet:{_IMAGENET_WEIGHTS}"
+        return f"imagenet:{_imagenet_tag(arch)}"
     if weights == "none":
         return f"none:seed{_RANDOM_SEED}"
     path = _existing_file(weights)
     return f"file:{path.name}:{_sha256(path)[:16]}"
 
 
-def weights_of(backbone: str) -> str:
+def weights_of(arch: str, backbone: str) -> str:
     """The ``--weights`` value that gives a recorded backbone id back: imagenet or none; a file's id names the
     file, which only its path can give back."""
-    for weights in ("imagenet", "none"):
-        if backbone == backbone_id(weights):
-            return weights
+    if backbone == backbone_id(arch, "none"):
+        return "none"
+    if backbone.startswith("imagenet:"):
+        current = backbone_id(arch, "imagenet")
+        if backbone != current:
+            raise NetworkError(f"the tasks were trained on the backbone {backbone}, but {arch}'s ImageNet weights "
+                               f"are now {current}: pass --weights with the path of the weights they used")
+        return "imagenet"
     raise NetworkError(f"the tasks were trained on the backbone {backbone}: pass --weights with the path of that "
                        "file")
 
 
-def arch_of(backbone: torch.nn.Module) -> str:
-    """Which of ARCHS a backbone is, told from its tensor names and shapes."""
-    shapes = _shapes_of(backbone.state_dict())
-    for arch in ARCHS:
-        if shapes == _expected_shapes(arch):
-            return arch
-    raise NetworkError(f"the backbone is not a plain torchvision {' or '.join(ARCHS)}")
+def arch_of(backbone: nn.Module) -> str:
+    """The arch load_backbone tagged the backbone with; an untagged plain torchvision ResNet is told from its tensor
+    names and shapes; any other module by its class name."""
+    tagged = getattr(backbone, "clr_arch", None)
+    if tagged is not None:
+        return tagged
+    shapes = _resnet_shapes_of(backbone.state_dict())
+    return next((arch for arch in RESNETS if shapes == _resnet_shapes(arch)), type(backbone).__name__)
 
 
-def _check_arch(arch: str) -> None:
-    if arch not in ARCHS:
-        raise NetworkError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
+def parameter_count(model: nn.Module) -> int:
+    """Every parameter element: the denominator of a task's cost in percent."""
+    return sum(parameter.numel() for parameter in model.parameters())
 
 
-def _random_resnet(arch: str) -> models.ResNet:
-    """The same tensors in every call and every process, leaving the caller's random state untouched."""
+# ---- building --------------------------------------------------------------------------------------------
+
+def _seeded(build: Callable[[], nn.Module]) -> nn.Module:
+    """The same random init in every call and every process, leaving the caller's random state untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_RANDOM_SEED)
-        return models.get_model(arch)
+        return build()
 
 
-def _imagenet_state(arch: str) -> dict[str, torch.Tensor]:
-    weights = models.get_model_weights(arch)[_IMAGENET_WEIGHTS]
+def _random_model(arch: str) -> nn.Module:
+    if arch.startswith(TIMM_PREFIX):
+        return _timm(arch).create_model(arch.removeprefix(TIMM_PREFIX))
+    return models.get_model(arch, **_builder_options(arch))
+
+
+def _builder_options(arch: str) -> dict:
+    """The arguments torchvision's builders set from the pretrained weights (googlenet.py, inception.py,
+    vision_transformer.py, maxvit.py), so that "none" and a file build the same network as "imagenet"."""
+    if arch in ("googlenet", "inception_v3"):
+        return {"transform_input": True, "init_weights": True}  # init_weights: the default, without its warning
+    member = _torchvision_weights(arch)
+    if member is not None and arch.startswith("vit_"):
+        return {"image_size": member.meta["min_size"][0]}
+    if member is not None and arch == "maxvit_t":
+        return {"input_size": member.meta["min_size"]}
+    return {}
+
+
+@functools.cache
+def _blueprint(arch: str) -> nn.Module:
+    """The model's structure, without its weights: free on the meta device. RegNet computes its widths with
+    tensors, which the meta device cannot hand back; such a model is built on the CPU, then moved there."""
     try:
-        return weights.get_state_dict(progress=True, weights_only=True)
-    except OSError as error:  # URLError and socket errors are OSErrors
-        reason = getattr(error, "reason", error)
+        with torch.device("meta"):
+            blueprint = _seeded(lambda: _random_model(arch))
+    except NotImplementedError:
+        blueprint = _seeded(lambda: _random_model(arch)).to("meta")
+    _drop_aux_classifiers(blueprint)
+    return blueprint
+
+
+def _drop_aux_classifiers(model: nn.Module) -> None:
+    """Without its auxiliary heads a googlenet or inception_v3 returns plain logits in training mode too."""
+    if getattr(model, "aux_logits", False):
+        model.aux_logits = False
+        for name in _AUX_CLASSIFIERS:
+            if hasattr(model, name):
+                setattr(model, name, None)
+
+
+def _check_structure(model: nn.Module, arch: str) -> None:
+    """CLR reprograms convs and gives each task a linear head on the pooled features: refuse what has neither."""
+    if not any(isinstance(module, nn.Conv2d) for module in model.modules()):
+        raise NetworkError(f"{arch} has no convolutions: CLR reprograms conv layers")
+    _classifier_name(model, arch)
+
+
+def _classifier_name(model: nn.Module, arch: str | None = None) -> str:
+    get_classifier = getattr(model, "get_classifier", None)
+    if callable(get_classifier):
+        head = get_classifier()
+        name = next((name for name, module in model.named_modules() if module is head), None)
+    else:
+        leaves = [(name, module) for name, module in model.named_modules()
+                  if next(module.children(), None) is None and next(module.parameters(False), None) is not None]
+        name, head = leaves[-1] if leaves else (None, None)
+    if not isinstance(head, nn.Linear) or name is None:
+        where = f" ({name})" if name else ""
+        raise NetworkError(f"{arch or arch_of(model)}'s classifier{where} is {_kind(head)}, not a single "
+                           "nn.Linear: CLR replaces it with each task's linear head")
+    return name
+
+
+def _kind(head: object) -> str:
+    if head is None:
+        return "missing"
+    if isinstance(head, (tuple, list)):
+        return f"a {type(head).__name__} of {', '.join(type(part).__name__ for part in head)}"
+    return f"a {type(head).__name__}"
+
+
+# ---- pretrained weights ----------------------------------------------------------------------------------
+
+def _pretrained(arch: str) -> nn.Module:
+    """The model with its standard weights, downloaded once. torchvision's are read with ``weights_only=True`` (its
+    own builders would unpickle them in full) into the same seeded network "none" builds; timm reads its own."""
+    _imagenet_tag(arch)  # refuses a model without pretrained weights before anything is built
+    try:
+        if arch.startswith(TIMM_PREFIX):
+            return _seeded(functools.partial(_timm(arch).create_model, arch.removeprefix(TIMM_PREFIX),
+                                             pretrained=True))
+        state = _torchvision_weights(arch).get_state_dict(progress=True, weights_only=True)
+    except OSError as error:  # URLError, socket errors and the Hugging Face hub's errors are OSErrors
+        reason = " ".join(str(getattr(error, "reason", error)).split())
         raise NetworkError(
             f"cannot download the ImageNet weights for {arch} (offline? {reason}); "
             "use --weights PATH (a saved state dict) or --weights none (random weights)") from error
+    network = _seeded(lambda: _random_model(arch))
+    network.load_state_dict({_LEGACY_KEY.sub(r"\1\2", key): value for key, value in state.items()})
+    return network
+
+
+def _imagenet_tag(arch: str) -> str:
+    """Which pretrained weights "imagenet" means: a torchvision enum member's name, or timm's "timm/ARCH.TAG"."""
+    if arch.startswith(TIMM_PREFIX):
+        cfg = _blueprint(arch).pretrained_cfg
+        if not any(cfg.get(key) for key in _PRETRAINED_SOURCES):
+            raise _no_pretrained_weights(arch, "timm")
+        return f"timm/{_timm_weights_name(cfg)}"
+    member = _torchvision_weights(arch)
+    if member is None:
+        raise _no_pretrained_weights(arch, "torchvision")
+    return member.name
+
+
+def _no_pretrained_weights(arch: str, library: str) -> NetworkError:
+    return NetworkError(f"{arch} has no pretrained weights in {library}; use --weights PATH (a saved state dict) "
+                        "or --weights none (random weights)")
+
+
+def _torchvision_weights(arch: str) -> models.WeightsEnum | None:
+    """IMAGENET1K_V1 where the model has it (what the release's pretrained=True gave), else its DEFAULT."""
+    try:
+        weights = models.get_model_weights(arch)
+    except ValueError:  # a builder without a weights enum
+        return None
+    return weights.__members__.get(_IMAGENET_WEIGHTS, weights.DEFAULT)
+
+
+def _timm_weights_name(cfg: Mapping) -> str:
+    return f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]
+
+
+def _three(values) -> tuple[float, float, float]:
+    first, second, third = (float(value) for value in values)
+    return first, second, third
+
+
+# ---- timm ------------------------------------------------------------------------------------------------
+
+def _timm(arch: str) -> ModuleType:
+    """timm, imported only for a timm architecture: a machine without it runs every torchvision model."""
+    try:
+        import timm
+    except ImportError as error:
+        raise NetworkError(f"{arch} needs timm, which is not installed: pip install timm") from error
+    return timm
+
+
+def _check_timm_name(arch: str) -> None:
+    timm = _timm(arch)
+    name = arch.removeprefix(TIMM_PREFIX)
+    if not timm.is_model(name):
+        raise NetworkError(f"unknown timm model {name!r}{_closest(name, timm.list_models())}")
+    try:
+        timm.models.get_pretrained_cfg(name)
+    except RuntimeError as error:  # a known model with a tag it has no weights for
+        model, tag = timm.models.split_model_name_tag(name)
+        raise NetworkError(f"timm model {model} has no pretrained tag {tag!r}"
+                           f"{_closest(name, timm.list_pretrained(f'{model}.*'))}") from error
+
+
+def _closest(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=3)
+    return f" (closest: {', '.join(close)})" if close else ""
+
+
+# ---- weights files ---------------------------------------------------------------------------------------
+
+def _load_file(network: nn.Module, arch: str, path: Path) -> None:
+    """Load a state dict file into ``network``; the keys of the heads it never uses are neither needed nor
+    checked."""
+    unused = tuple(f"{name}." for name in (_classifier_name(network, arch),
+                                           *(aux for aux in _AUX_CLASSIFIERS
+                                             if isinstance(getattr(network, aux, None), nn.Module))))
+    state = _read_state_dict(path, unused)
+    expected = {key: value.shape for key, value in network.state_dict().items() if not key.startswith(unused)}
+    _check_fits(state, expected, arch, path)
+    _check_finite(state, path)
+    network.load_state_dict(state, strict=False)  # only the unused heads and optional counters are absent
 
 
 def _existing_file(weights: str) -> Path:
@@ -112,8 +367,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The file's backbone tensors, unwrapped from {"state_dict": ...} and "module." prefixes, head dropped."""
+def _read_state_dict(path: Path, unused: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The file's backbone tensors, unwrapped from {"state_dict": ...} and "module." prefixes, the keys under the
+    ``unused`` prefixes dropped."""
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as error:
@@ -127,16 +383,15 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             and all(isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in loaded.items())):
         raise NetworkError(f"weights file {path} is not a state dict (a mapping of names to tensors)")
     unwrapped = {key.removeprefix(_WRAPPER_PREFIX): value for key, value in loaded.items()}
-    return {key: value for key, value in unwrapped.items() if not key.startswith(_HEAD_PREFIX)}
+    return {key: value for key, value in unwrapped.items() if not key.startswith(unused)}
 
 
-def _check_fits(state: dict[str, torch.Tensor], arch: str, path: Path) -> None:
-    expected = _expected_shapes(arch)
+def _check_fits(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], arch: str, path: Path) -> None:
     missing, unexpected, reshaped = _differences(state, expected)
     if not (missing or unexpected or reshaped):
         return
-    other = next((name for name in ARCHS
-                  if name != arch and not any(_differences(state, _expected_shapes(name)))), None)
+    other = next((name for name in RESNETS
+                  if arch in RESNETS and name != arch and not any(_differences(state, _resnet_shapes(name)))), None)
     if other is not None:
         raise NetworkError(f"weights file {path} looks like another architecture: a {other} state dict, not {arch}")
     if reshaped:
@@ -163,11 +418,11 @@ def _differences(state: dict[str, torch.Tensor],
 
 
 @functools.cache
-def _expected_shapes(arch: str) -> dict[str, torch.Size]:
-    """Tensor name -> shape of a plain torchvision ``arch`` without its head (built on the meta device: free)."""
+def _resnet_shapes(arch: str) -> dict[str, torch.Size]:
+    """Tensor name -> shape of a plain torchvision ResNet without its head (built on the meta device: free)."""
     with torch.device("meta"):
-        return _shapes_of(models.get_model(arch).state_dict())
+        return _resnet_shapes_of(models.get_model(arch).state_dict())
 
 
-def _shapes_of(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Size]:
-    return {key: value.shape for key, value in state.items() if not key.startswith(_HEAD_PREFIX)}
+def _resnet_shapes_of(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Size]:
+    return {key: value.shape for key, value in state.items() if not key.startswith("fc.")}

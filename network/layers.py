@@ -1,9 +1,29 @@
 """The layers the isolated methods add to a frozen backbone (CLR's depthwise kernels, Ghost_a's gated kernels, the
-residual adapters), and the one way a method puts a layer in place of a conv."""
+residual adapters), the one way a method puts a layer in place of a conv or runs a conv with other weights, and
+what counts as a norm layer."""
 from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.func import functional_call
+
+# The norm layers whose affine parameters (and running statistics, where they keep any) a task owns: BatchNorm of
+# any dimension and its subclasses (timm's BatchNormAct2d), LayerNorm (ConvNeXt's channels-first LayerNorm2d
+# subclasses it), GroupNorm, RMSNorm.
+NORM_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+NORM_TENSORS = ("weight", "bias", "running_mean", "running_var")  # num_batches_tracked is never used
+
+
+def norm_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A norm layer's own tensors, live, in NORM_TENSORS' order: those it has (no affine pair when it was built
+    without one, no running statistics for LayerNorm or GroupNorm)."""
+    return {name: tensor for name in NORM_TENSORS if isinstance(tensor := getattr(module, name, None), torch.Tensor)}
+
+
+def conv_with_weight(conv: nn.Conv2d, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``conv``'s own forward with ``weight`` in place of its weight: a conv subclass with its own padding rule
+    (timm's TF "same" convs) keeps it, since the module is called, not re-implemented."""
+    return functional_call(conv, {"weight": weight}, (x,))
 
 
 class TaskConv(nn.Conv2d):
@@ -78,10 +98,10 @@ class AdaptedConv(nn.Module):
         return self.conv(x) + self.adapter(x)
 
 
-def replace_convs(resnet: nn.Module, reprogram: Callable[[nn.Conv2d], nn.Module | None]) -> None:
-    """Put ``reprogram(conv)`` in place of every conv of the network (None: keep that conv), keeping torchvision's
+def replace_convs(network: nn.Module, reprogram: Callable[[nn.Conv2d], nn.Module | None]) -> None:
+    """Put ``reprogram(conv)`` in place of every conv of the network (None: keep that conv), keeping the network's
     module names; the convs are listed first, so a replacement that holds its conv is not visited again."""
-    convs = [(parent, name, child) for parent in resnet.modules()
+    convs = [(parent, name, child) for parent in network.modules()
              for name, child in parent.named_children() if isinstance(child, nn.Conv2d)]
     for parent, name, conv in convs:
         replacement = reprogram(conv)

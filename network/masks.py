@@ -4,8 +4,9 @@
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from network.layers import conv_with_weight
 
 
 
@@ -52,9 +53,7 @@ class MaskedConv(nn.Module):
             self.keep = int(mask.sum())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv
-        weight = conv.weight * _StraightThrough.apply(self.scores, self.mask())
-        return F.conv2d(x, weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return conv_with_weight(self.conv, self.conv.weight * _StraightThrough.apply(self.scores, self.mask()), x)
 
 
 def top_k_mask(values: torch.Tensor, keep: int) -> torch.Tensor:

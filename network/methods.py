@@ -10,7 +10,7 @@ from torch import nn
 
 from common.cli import Option, option_flag
 from common.errors import NetworkError
-from network.backbone import ARCHS, DEFAULT_WEIGHTS
+from network.backbone import DEFAULT_ARCH, DEFAULT_WEIGHTS
 from network.layers import AdaptedConv, GatedConv, ReprogrammedConv
 from network.masks import piggyback_conv, supsup_conv
 
@@ -112,7 +112,8 @@ _SPECS = [
                "residual adapters (Rebuffi et al., NeurIPS 2017), as in the CLR release", arch="resnet18",
                layers=TaskLayers(_every_conv(AdaptedConv), trains_norm=False)),
     MethodSpec("li50", ISOLATED, "li18's adapters on ResNet-50", "residual adapters (Rebuffi et al., NeurIPS 2017), "
-               "as in the CLR release", arch="resnet50", layers=TaskLayers(_every_conv(AdaptedConv), trains_norm=False)),
+               "as in the CLR release", arch="resnet50",
+               layers=TaskLayers(_every_conv(AdaptedConv), trains_norm=False)),
     MethodSpec("Resnet_Scratch", ISOLATED, "every weight, from a random init", "training from scratch, as in the CLR "
                "release", weights="none", layers=TaskLayers(trains_all=True)),
     MethodSpec("Piggyback", ISOLATED, "a binary mask per conv weight of the pretrained backbone (stored at one bit "
@@ -228,7 +229,7 @@ def method_options(method: str, given: dict[str, int | float] | None = None) -> 
             raise NetworkError(f"{option_flag(name)} is {whose}, not of --method {method}")
         problem = spec.options[name].problem(value)
         if problem:
-            raise NetworkError(f"{option_flag(name)} {problem}")
+            raise NetworkError(f"{option_flag(name)} {problem}, got {value}")
     return {name: given.get(name, option.default) for name, option in spec.options.items()}
 
 
@@ -236,7 +237,7 @@ def backbone_choice(method: str, arch: str | None, weights: str | None) -> tuple
     """The architecture and backbone weights of a run: those given, else what the method implies (li18 means
     resnet18, Resnet_Scratch a random init), else the defaults. A choice the method contradicts is refused."""
     spec = method_spec(method)
-    return (implied(spec, "--arch", arch, spec.arch, ARCHS[0]),
+    return (implied(spec, "--arch", arch, spec.arch, DEFAULT_ARCH),
             implied(spec, "--weights", weights, spec.weights, DEFAULT_WEIGHTS))
 
 

@@ -2,15 +2,14 @@
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from common.errors import NetworkError
 from network.bits import pack_bits, unpack_bits
 from network.task_model import TaskModel
 from network.errors import describe_key_difference
+from network.layers import NORM_LAYERS, norm_tensors
 from network.masks import MaskedConv
 
-_HEAD_WEIGHT = "fc.weight"
 _SCORES, _MASK_BITS = "scores", "mask_bits"  # a masked conv's state: its training form, its stored form
 
 
@@ -18,9 +17,9 @@ _SCORES, _MASK_BITS = "scores", "mask_bits"  # a masked conv's state: its traini
 class ParameterCost:
     """What one task adds to the shared backbone, in parameter elements."""
 
-    trainable: int  # task layers + BN affine where BN trains + head (BN running statistics are buffers)
+    trainable: int  # task layers + norm affine where norms train + head (BN running statistics are buffers)
     head: int
-    backbone: int  # the plain torchvision model's parameter count
+    backbone: int  # the plain backbone's parameter count
     percent: float  # 100 * trainable / backbone
 
 
@@ -57,7 +56,8 @@ def load_task_state(model: TaskModel, state: dict[str, torch.Tensor]) -> None:
                            + describe_key_difference(missing, unexpected))
     if any(not isinstance(tensor, torch.Tensor) for tensor in state.values()):
         raise NetworkError("task state is not a mapping of names to tensors")
-    saved_classes = state[_HEAD_WEIGHT].shape[0] if _HEAD_WEIGHT in state else model.num_classes
+    head_weight = f"{model.head_name}.weight"
+    saved_classes = state[head_weight].shape[0] if head_weight in state else model.num_classes
     if saved_classes != model.num_classes:
         raise NetworkError(f"task state has {saved_classes} classes, the model {model.num_classes}")
     for name, target in targets.items():
@@ -80,7 +80,7 @@ def parameter_cost(model: TaskModel) -> ParameterCost:
     """How many parameter elements the task trains and stores (besides BN statistics), absolute and relative."""
     trainable = sum(parameter.numel() for _, module in model.task_modules()
                     for parameter in module.parameters(recurse=False))
-    head = sum(parameter.numel() for parameter in model.fc.parameters())
+    head = sum(parameter.numel() for parameter in model.task_head.parameters())
     return ParameterCost(trainable, head, model.backbone_parameters, 100 * trainable / model.backbone_parameters)
 
 
@@ -89,12 +89,13 @@ def _masked_convs(model: TaskModel) -> dict[str, MaskedConv]:
 
 
 def _task_tensors(model: TaskModel) -> dict[str, torch.Tensor]:
-    """The live task-specific tensors by state-dict name; BN's num_batches_tracked is left out (unused)."""
+    """The live task-specific tensors by state-dict name; BN's num_batches_tracked is left out (unused). ``model`` is a
+    TaskModel or the shared-backbone model."""
     tensors = {}
     for prefix, module in model.task_modules():
         named = list(module.named_parameters(recurse=False))
-        if isinstance(module, nn.BatchNorm2d):
-            named += [("running_mean", module.running_mean), ("running_var", module.running_var)]
+        if isinstance(module, NORM_LAYERS):
+            named = list(norm_tensors(module).items())  # the affine pair as above, then any running statistics
         for name, tensor in named:
             tensors[f"{prefix}.{name}" if prefix else name] = tensor
     return tensors

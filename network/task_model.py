@@ -1,17 +1,18 @@
 """One task's model for an isolated method: a copy of the frozen backbone, reprogrammed as the method's spec says,
 with the task's own head; and the interface the fit loop relies on, which the shared-backbone model offers too."""
 import copy
+import functools
 from collections.abc import Iterator
 from typing import Protocol
 
 import torch
 from torch import nn
 
-from network.backbone import arch_of
-from network.layers import GatedConv, TaskConv, replace_convs
-from network.masks import MaskedConv
-from network.methods import method_options, method_spec, implied
 from common.errors import NetworkError
+from network.backbone import arch_of, classifier_name, parameter_count
+from network.layers import NORM_LAYERS, GatedConv, TaskConv, replace_convs
+from network.masks import MaskedConv
+from network.methods import implied, method_options, method_spec
 
 
 class TrainableModel(Protocol):
@@ -31,36 +32,37 @@ class TrainableModel(Protocol):
     def optimizer_groups(self, lr: float) -> list[dict]: ...
 
 
-def resnet_features(resnet: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The pooled features a ResNet's head sees (torchvision's ResNet forward, minus ``fc``)."""
-    x = resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x))))
-    x = resnet.layer4(resnet.layer3(resnet.layer2(resnet.layer1(x))))
-    return torch.flatten(resnet.avgpool(x), 1)
-
-
 class TaskModel(nn.Module):
-    """One task's model: the backbone's layers (reprogrammed per method) and the task's own head.
+    """One task's model: the backbone's own network, reprogrammed per method, with the task's head in place of its
+    classifier.
 
-    It keeps torchvision's module names, so a CLR kernel is e.g. ``layer1.0.conv1.clr.weight``, an adapter
-    ``layer1.0.conv1.adapter.weight`` and a Ghost_a gate ``layer1.0.conv1.gate``.
+    A task model is the backbone's own class with this one mixed in (see ``mix_into``), so it computes
+    with the backbone's own forward and keeps the backbone's module names: on a torchvision ResNet a CLR kernel is
+    ``layer1.0.conv1.clr.weight``, an adapter ``layer1.0.conv1.adapter.weight``, a Ghost_a gate
+    ``layer1.0.conv1.gate`` and the head ``fc.weight``; on another network the head has its classifier's name
+    (``classifier.3`` on MobileNetV3).
     """
 
-    def __init__(self, resnet: nn.Module, method: str, arch: str, num_classes: int,
-                 backbone_parameters: int, mask_lr: float | None = None) -> None:
-        super().__init__()
-        self.method = method
-        self.arch = arch
-        self.num_classes = num_classes
-        self.backbone_parameters = backbone_parameters  # of the plain torchvision model, for parameter_cost
-        self.mask_lr = mask_lr  # the masks' scores' own learning rate (None: the run's)
-        for name, child in resnet.named_children():
-            self.add_module(name, child)
+    method: str
+    arch: str
+    num_classes: int
+    head_name: str  # the classifier's module name, where the task's head is
+    backbone_parameters: int  # of the plain backbone, for parameter_cost
+    mask_lr: float | None  # the masks' scores' own learning rate (None: the run's)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return resnet_features(self, x)
+    @property
+    def task_head(self) -> nn.Linear:
+        return self.get_submodule(self.head_name)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features the head sees: its input, taken on the way through the network's own forward."""
+        taken = []
+        hook = self.task_head.register_forward_hook(lambda module, inputs, output: taken.append(inputs[0]))
+        try:
+            self(x)
+        finally:
+            hook.remove()
+        return taken[0]
 
     def train(self, mode: bool = True) -> "TaskModel":
         """BN uses batch statistics while training, except where the method freezes it (Linear, li18, li50),
@@ -68,16 +70,17 @@ class TaskModel(nn.Module):
         super().train(mode)
         if not method_spec(self.method).layers.trains_norm:
             for module in self.modules():
-                if isinstance(module, nn.BatchNorm2d):
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
         return self
 
     def task_modules(self) -> Iterator[tuple[str, nn.Module]]:
-        """(name, module) of each module whose own parameters, and BN running statistics, belong to this task."""
+        """(name, module) of each module whose own parameters, and norm running statistics, belong to this task."""
         layers = method_spec(self.method).layers
+        head = self.task_head
         for name, module in self.named_modules():
-            if (module is self.fc or layers.trains_all or isinstance(module, (TaskConv, GatedConv, MaskedConv))
-                    or (layers.trains_norm and isinstance(module, nn.BatchNorm2d))):
+            if (module is head or layers.trains_all or isinstance(module, (TaskConv, GatedConv, MaskedConv))
+                    or (layers.trains_norm and isinstance(module, NORM_LAYERS))):
                 yield name, module
 
     def penalised_parameters(self) -> list[nn.Parameter]:
@@ -99,12 +102,39 @@ class TaskModel(nn.Module):
                 {"params": [p for p in trained if id(p) in scores], "lr": self.mask_lr}]
 
 
+def mix_into(network: nn.Module, mixin: type, members: tuple[str, ...]) -> None:
+    """Make ``network`` an instance of its own class with ``mixin``'s methods in front: a task model (or the
+    shared-backbone model) is the backbone's own network, computing with its own forward, plus what the fit loop
+    and the task's state need. ``members`` are the names the mixin adds; a network whose own submodule, parameter or
+    buffer has one of them (torchvision's ViT has ``heads``) cannot take it, and is refused in one line."""
+    if hasattr(type(network), "mixed_into"):
+        raise NetworkError(f"the backbone is already a task's or a sequence's model ({type(network).__name__}): pass "
+                           "the plain backbone")
+    mine = (set(vars(mixin)) - {"__module__", "__doc__", "__annotations__", "__qualname__", "__dict__", "__weakref__",
+                                "train", "forward"}) | set(members)
+    taken = {name for module in (network,) for name in (*module._modules, *module._parameters, *module._buffers)}
+    if mine & taken:
+        raise NetworkError(f"cannot reprogram a {type(network).__name__}: its own {', '.join(sorted(mine & taken))} "
+                           "clashes with what a task's model adds")
+    network.__class__ = _mixed_class(mixin, type(network))
+
+
+@functools.cache
+def _mixed_class(mixin: type, network_class: type) -> type:
+    return type(f"{mixin.__name__}[{network_class.__name__}]", (mixin, network_class),
+                {"__module__": __name__, "mixed_into": network_class})
+
+
+_TASK_MODEL_MEMBERS = ("method", "arch", "head_name", "backbone_parameters", "mask_lr")  # set on each task model
+
+
 def build_model(backbone: nn.Module, method: str, num_classes: int,
                 options: dict[str, int | float] | None = None) -> TaskModel:
     """A new model for one task, in eval mode; ``backbone`` itself is never modified.
 
-    It starts from a copy of the backbone (its BN parameters and statistics included), the method's fresh task
-    layers and a fresh head, and exactly the task-specific tensors require gradients. Layers with PyTorch's
+    It starts from a copy of the backbone (its norm layers' parameters and statistics included), the method's fresh
+    task layers and a fresh head in place of the backbone's classifier, and exactly the task-specific tensors
+    require gradients. Layers with PyTorch's
     default init (Ghost_a, li18, li50, SupSup's scores) and the head draw on the global random state: seed it
     first. ``options`` are the method's hyper-parameters, checked against the registry (default: its defaults);
     training needs them, a saved task does not (its state holds what they decided).
@@ -117,17 +147,20 @@ def build_model(backbone: nn.Module, method: str, num_classes: int,
     values = method_options(method, options)
     arch = arch_of(backbone)
     implied(spec, "--arch", arch, spec.arch, arch)  # li18 / li50 refuse any other architecture
-    resnet = copy.deepcopy(backbone)
+    head_name = classifier_name(backbone)
+    network = copy.deepcopy(backbone)
     if spec.layers.reprogram is not None:
-        replace_convs(resnet, lambda conv: spec.layers.reprogram(conv, values))
+        replace_convs(network, lambda conv: spec.layers.reprogram(conv, values))
     if not spec.layers.affine_norm:
-        _drop_bn_affine(resnet)
-    old_head = resnet.fc
-    resnet.fc = nn.Linear(old_head.in_features, num_classes, device=old_head.weight.device,
-                          dtype=old_head.weight.dtype)
-    model = TaskModel(resnet, method, arch, num_classes,
-                      backbone_parameters=sum(parameter.numel() for parameter in backbone.parameters()),
-                      mask_lr=values[spec.mask_lr_option] if spec.mask_lr_option else None)
+        _drop_norm_affine(network)
+    old_head = network.get_submodule(head_name)
+    network.set_submodule(head_name, nn.Linear(old_head.in_features, num_classes, device=old_head.weight.device,
+                                               dtype=old_head.weight.dtype))
+    mix_into(network, TaskModel, _TASK_MODEL_MEMBERS)
+    model: TaskModel = network
+    model.method, model.arch, model.num_classes, model.head_name = method, arch, num_classes, head_name
+    model.backbone_parameters = parameter_count(backbone)
+    model.mask_lr = values[spec.mask_lr_option] if spec.mask_lr_option else None
     model.requires_grad_(False)
     for _, module in model.task_modules():
         for parameter in module.parameters(recurse=False):
@@ -135,11 +168,14 @@ def build_model(backbone: nn.Module, method: str, num_classes: int,
     return model.eval()
 
 
-def _drop_bn_affine(resnet: nn.Module) -> None:
-    """Non-affine BN, as SupSup's models have it: a random init's BN scales are 1 and shifts 0, so dropping them
-    changes nothing computed, and the task keeps only BN's running statistics."""
-    for module in resnet.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.affine = False
+def _drop_norm_affine(network: nn.Module) -> None:
+    """Non-affine norm layers, as SupSup's models have them: a random init's scales are 1 and shifts 0, so dropping
+    them changes nothing computed, and the task keeps only BN's running statistics."""
+    for module in network.modules():
+        if isinstance(module, NORM_LAYERS):
+            for flag in ("affine", "elementwise_affine"):  # BN, GroupNorm: affine; LayerNorm, RMSNorm: the other
+                if hasattr(module, flag):
+                    setattr(module, flag, False)
             module.register_parameter("weight", None)
-            module.register_parameter("bias", None)
+            if hasattr(module, "bias"):
+                module.register_parameter("bias", None)

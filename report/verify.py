@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from dataset.loader import DeviceBatches
 from dataset.task import TaskInfo, TaskSample
 from network import load_task_state
 from report.inputs import MethodResults
@@ -44,8 +43,7 @@ def verify_task(ctx: Context, sample: TaskSample, method: str, record: TaskRecor
     model = build_task_model(ctx.backbone, method, sample.num_classes, ctx.runtime)
     load_task_state(model, record.state)
     tensors = ctx.tensors(sample)
-    batches = DeviceBatches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, ctx.device,
-                            shuffle=False)
+    batches = ctx.batches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, shuffle=False)
     return evaluate(model, batches, ctx.runtime)
 
 

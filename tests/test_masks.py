@@ -11,7 +11,7 @@ import main
 import training.isolated
 from network import (build_model, load_backbone, load_task_state, parameter_cost, state_bytes, stored_state,
                      task_state)
-from network.task_model import resnet_features
+from network.backbone import feature_extractor
 from network.masks import MaskedConv, kept_count
 from report.verify import verify_task
 from tests import test_continual
@@ -74,7 +74,8 @@ def test_fresh_piggyback_computes_the_backbone(backbone):
     model = build_model(backbone, "Piggyback", 3)
     assert all(bool(module.mask().all()) for module in masked_convs(model).values())
     x = torch.randn(2, 3, 32, 32)
-    assert torch.equal(model.features(x), resnet_features(backbone, x))
+    with torch.no_grad():
+        assert torch.equal(model.pooled_features(x), feature_extractor(backbone)(x))
 
 
 @pytest.mark.parametrize("method", ["Piggyback", "SupSup"])

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from common.errors import NetworkError
-from network import (ARCHS, Family, ParameterCost, backbone_choice, backbone_id, build_model, methods_of,
+from network import (RESNETS, Family, ParameterCost, backbone_choice, backbone_id, build_model, methods_of,
                      load_backbone, load_task_state, parameter_cost, task_state)
 from training.loop import l2_norm_penalty
 
@@ -28,7 +28,7 @@ def backbones() -> dict[str, nn.Module]:
     """Random backbones whose BN affine parameters and statistics are not the trivial init (1, 0, 0, 1)."""
     generator = torch.Generator().manual_seed(1)
     result = {}
-    for arch in ARCHS:
+    for arch in RESNETS:
         backbone = load_backbone(arch, "none")
         with torch.no_grad():
             for module in backbone.modules():
@@ -114,7 +114,7 @@ def test_clr_costs_what_the_paper_claims(backbones):
     assert round(cost.percent, 2) == 0.58
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", RESNETS)
 def test_baseline_costs(backbones, arch):
     head = (FEATURES[arch] + 1) * 5
     linear = parameter_cost(build_model(backbones[arch], "Linear", 5))
@@ -161,7 +161,7 @@ def test_placement_and_kernel_shapes(backbones):
 
 # ---- identity at init ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", RESNETS)
 @pytest.mark.parametrize("method", IDENTITY_AT_INIT)
 def test_fresh_model_computes_the_backbone_features(backbones, arch, method):
     x = images()
@@ -169,7 +169,7 @@ def test_fresh_model_computes_the_backbone_features(backbones, arch, method):
     model = build_model(backbones[arch], method, 6)
     assert not model.training
     with torch.no_grad():
-        features = model.features(x)
+        features = model.pooled_features(x)
         logits = model(x)
     assert features.shape == (4, FEATURES[arch]) and logits.shape == (4, 6)
     assert (features - expected).abs().max() <= 1e-5 * expected.abs().max()
@@ -183,7 +183,7 @@ def test_gated_clr_starts_as_exactly_the_backbone(backbones):
     assert all(not gate.any() for gate in gates.values())
     assert all(kernel.std() > 0.05 for kernel in kernels.values())  # the default init, not the identity
     with torch.no_grad():
-        assert torch.equal(model.features(x), plain_features(backbones["resnet18"], x))
+        assert torch.equal(model.pooled_features(x), plain_features(backbones["resnet18"], x))
 
 
 def test_adapters_change_the_backbone_until_they_are_zeroed(backbones):
@@ -194,10 +194,10 @@ def test_adapters_change_the_backbone_until_they_are_zeroed(backbones):
     assert len(adapters) == 20
     assert model.layer2[0].downsample[0].adapter.stride == (2, 2) and model.conv1.adapter.stride == (2, 2)
     with torch.no_grad():
-        assert (model.features(x) - expected).abs().max() > 0.1 * expected.abs().max()
+        assert (model.pooled_features(x) - expected).abs().max() > 0.1 * expected.abs().max()
         for adapter in adapters.values():
             adapter.zero_()
-        assert torch.equal(model.features(x), expected)
+        assert torch.equal(model.pooled_features(x), expected)
 
 
 def test_channels_last_gives_the_same_outputs(backbones):
@@ -334,7 +334,7 @@ def test_each_task_starts_from_the_backbone(backbones):
     x = images()
     expected = plain_features(backbone, x)
     with torch.no_grad():
-        assert (second.features(x) - expected).abs().max() <= 1e-5 * expected.abs().max()
+        assert (second.pooled_features(x) - expected).abs().max() <= 1e-5 * expected.abs().max()
 
 
 # ---- per-task state ------------------------------------------------------------------------------------
@@ -403,19 +403,24 @@ def test_loading_another_class_counts_state_fails(backbones):
 # ---- names ---------------------------------------------------------------------------------------------
 
 def test_unknown_names_list_the_valid_ones(backbones):
-    with pytest.raises(NetworkError, match=r"^unknown architecture 'resnet34'; choose one of: resnet50, resnet18$"):
-        load_backbone("resnet34", "none")
+    with pytest.raises(NetworkError, match=r"^unknown architecture 'resnet34x'; choose a torchvision classification "
+                                           r"model \(e\.g\. resnet50\) or timm:NAME for a timm model \(closest: "
+                                           r"resnet34, resnet50, resnet18\)$"):
+        load_backbone("resnet34x", "none")
     with pytest.raises(NetworkError, match=r"^unknown method 'CLR'; choose one of: Ghost_reduced_v1, Ghost, "
                                            r"Ghost_reduced_v2, Linear, Finetune, Ghost_a, li18, li50, "
                                            r"Resnet_Scratch, Piggyback, SupSup, SGD, EWC, LwF, ER, SI, PSP, "
                                            r"PackNet$"):
         build_model(backbones["resnet18"], "CLR", 5)
-    assert ARCHS[0] == "resnet50" and METHODS[0] == "Ghost_reduced_v1"
+    assert RESNETS[0] == "resnet50" and METHODS[0] == "Ghost_reduced_v1"
 
 
-def test_build_model_rejects_a_non_resnet_backbone(backbones):
-    with pytest.raises(NetworkError, match=r"^the backbone is not a plain torchvision resnet50 or resnet18$"):
+def test_build_model_rejects_a_task_model_as_the_backbone(backbones):
+    with pytest.raises(NetworkError, match=r"^the backbone is already a task's or a sequence's model "
+                                           r"\(TaskModel\[ResNet\]\): pass the plain backbone$"):
         build_model(build_model(backbones["resnet18"], "Ghost", 2), "Ghost", 2)
+    with pytest.raises(NetworkError, match=r"^--method li18 means --arch resnet18, not mobilenet_v3_small"):
+        build_model(load_backbone("mobilenet_v3_small", "none"), "li18", 2)
 
 
 # ---- backbone weights ----------------------------------------------------------------------------------
@@ -547,11 +552,12 @@ def test_offline_imagenet_says_what_to_do(monkeypatch, tmp_path):
 def test_backbone_ids(tmp_path):
     path = tmp_path / "w.pth"
     path.write_bytes(b"some weights")
-    assert backbone_id("imagenet") == "imagenet:IMAGENET1K_V1"
-    assert backbone_id("none") == "none:seed0"
-    assert backbone_id(str(path)) == f"file:w.pth:{hashlib.sha256(b'some weights').hexdigest()[:16]}"
+    for arch in ("resnet50", "resnet18"):
+        assert backbone_id(arch, "imagenet") == "imagenet:IMAGENET1K_V1"
+        assert backbone_id(arch, "none") == "none:seed0"
+        assert backbone_id(arch, str(path)) == f"file:w.pth:{hashlib.sha256(b'some weights').hexdigest()[:16]}"
     with pytest.raises(NetworkError, match=r"^weights file not found: "):
-        backbone_id(str(tmp_path / "absent.pth"))
+        backbone_id("resnet18", str(tmp_path / "absent.pth"))
 
 
 def test_masks_pack_to_one_bit_per_weight_and_back():

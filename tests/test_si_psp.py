@@ -44,7 +44,7 @@ def one_weight_model(values: list[float]):
 
 
 def test_si_importance_is_the_path_integral_of_the_task_loss():
-    si = SI(SimpleNamespace(device=torch.device("cpu")), si_c=0.5, si_xi=0.1)
+    si = SI(SimpleNamespace(device=torch.device("cpu"), options={"si_c": 0.5, "si_xi": 0.1}))
     weight, model = one_weight_model([1.0, -2.0])
     target = torch.tensor([3.0, 0.5])
     optimizer = torch.optim.SGD([weight], lr=0.1)

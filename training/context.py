@@ -4,9 +4,12 @@ from pathlib import Path
 
 import torch
 
+from dataset.images import Normalisation
+from dataset.loader import DeviceBatches
 from dataset.preprocess import TaskTensors, load_task_tensors
 from dataset.sources import DataSource
 from dataset.task import TaskInfo, TaskSample
+from network.backbone import InputConfig
 from training.record import manifest_sha256
 from training.settings import Layout, Recipe, Runtime
 
@@ -20,6 +23,7 @@ class Context:
     backbone: torch.nn.Module  # frozen, on the runtime's device; each task builds its model from a copy
     backbone_id: str  # which weights it holds (see network.backbone_id), recorded with every task
     image_size: int
+    input: InputConfig  # the normalisation the backbone's weights expect (their own metadata), recorded too
     source: DataSource | None  # None: prediction from the weight folder alone, without --data
     recipe: Recipe
     runtime: Runtime
@@ -31,6 +35,16 @@ class Context:
     @property
     def device(self) -> torch.device:
         return self.runtime.device
+
+    @property
+    def normalisation(self) -> Normalisation:
+        return Normalisation(self.input.mean, self.input.std)
+
+    def batches(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool,
+                seed: int | None = None, min_last_batch: int = 1) -> DeviceBatches:
+        """Batches of a task's uint8 images on this run's device, normalised as the backbone expects."""
+        return DeviceBatches(images, labels, batch_size, self.device, shuffle=shuffle, seed=seed,
+                             min_last_batch=min_last_batch, normalisation=self.normalisation)
 
     @property
     def min_last_train_batch(self) -> int:

@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 
 from common.errors import ClrError, Terminated, WriteError, stop_line
-from dataset.loader import DeviceBatches
 from dataset.task import TaskSample
 from network import load_task_state, method_spec, parameter_cost, stored_state
 from training import distributed
@@ -32,10 +31,9 @@ def train_isolated_task(ctx: Context, sample: TaskSample) -> TaskRecord:
     seed = recipe.task_seed(task.order)
     torch.manual_seed(seed)
     tensors = ctx.tensors(sample)
-    train = DeviceBatches(tensors.train_images, tensors.train_labels, recipe.batch_size, ctx.device,
-                          shuffle=True, seed=seed, min_last_batch=ctx.min_last_train_batch)
-    val = DeviceBatches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, ctx.device,
-                        shuffle=False)
+    train = ctx.batches(tensors.train_images, tensors.train_labels, recipe.batch_size, shuffle=True, seed=seed,
+                        min_last_batch=ctx.min_last_train_batch)
+    val = ctx.batches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, shuffle=False)
     model = build_task_model(ctx.backbone, ctx.method, sample.num_classes, ctx.runtime, ctx.options)
     cost = parameter_cost(model)
     log.info("label map (class -> label): %s", sample.label_map)
@@ -46,7 +44,8 @@ def train_isolated_task(ctx: Context, sample: TaskSample) -> TaskRecord:
     progress = fit(ctx, sample, model, train, val, config)
     load_task_state(model, progress.best_state)
     state = stored_state(model)  # Piggyback's and SupSup's masks at one bit per weight, not their scores
-    return task_record(sample, config, state, progress, progress.best_correct, cost.trainable, cost.backbone)
+    return task_record(sample, config, ctx.input.as_record(), state, progress, progress.best_correct, cost.trainable,
+                       cost.backbone)
 
 
 def finished_record(ctx: Context, sample: TaskSample) -> TaskRecord | None:

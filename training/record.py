@@ -84,6 +84,7 @@ class TaskRecord:
     stored_bytes: int | None = None  # what the task keeps of its own (network.state_bytes; None: an older file)
     history: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, train_acc, val_acc
     shared_backbone: bool = False  # learnt on a backbone that later tasks moved on
+    preprocess: dict | None = None  # the input normalisation it was trained with (network.InputConfig; None: older)
 
     @property
     def num_classes(self) -> int:
@@ -102,8 +103,8 @@ class TaskRecord:
         return cls(**{key: value for key, value in saved.items() if key in names})
 
 
-def task_record(sample: TaskSample, config: dict, state: dict[str, torch.Tensor], progress: "Progress", correct: int,
-                trainable: int, backbone_parameters: int, extra_bytes: int = 0,
+def task_record(sample: TaskSample, config: dict, preprocess: dict, state: dict[str, torch.Tensor],
+                progress: "Progress", correct: int, trainable: int, backbone_parameters: int, extra_bytes: int = 0,
                 shared_backbone: bool = False) -> TaskRecord:
     """The record of a task just learnt, as both sequence drivers make it: ``correct`` is its validation count as
     recorded (the best epoch's; for a shared backbone, just after the task), ``trainable`` the parameter elements it
@@ -115,4 +116,4 @@ def task_record(sample: TaskSample, config: dict, state: dict[str, torch.Tensor]
                       val_images=len(sample.val), trainable_params=trainable,
                       percent_of_backbone=100 * trainable / backbone_parameters,
                       stored_bytes=state_bytes(state) + extra_bytes, history=progress.history,
-                      shared_backbone=shared_backbone)
+                      shared_backbone=shared_backbone, preprocess=preprocess)
