@@ -1,4 +1,6 @@
-"""The CLR model: a frozen backbone reprogrammed per task, each task's own state and the registry of methods."""
+"""The CLR model: a frozen backbone reprogrammed per task, each task's own state, the registry of methods, and the
+Python API for your own training code (reprogram, save_task, load_task)."""
+from network.api import load_task, reprogram, save_task
 from network.backbone import (DEFAULT_ARCH, RESNETS, TIMM_PREFIX, InputConfig, arch_of, backbone_id, check_arch,
                               classifier_name, feature_extractor, input_config, load_backbone, parameter_count,
                               weights_of)
@@ -10,7 +12,7 @@ from network.multihead import MultiHeadModel
 from network.state import ParameterCost, load_task_state, parameter_cost, stored_state, task_state
 from network.task_model import TaskModel, TrainableModel, build_model
 
-__all__ = ["DEFAULT_ARCH", "RESNETS", "TIMM_PREFIX", "InputConfig",
+__all__ = ["reprogram", "save_task", "load_task", "DEFAULT_ARCH", "RESNETS", "TIMM_PREFIX", "InputConfig",
            "check_arch", "classifier_name", "feature_extractor", "input_config", "arch_of", "parameter_count",
            "load_backbone", "backbone_id", "weights_of", "pack_bits", "unpack_bits", "state_bytes",
            "replace_convs", "DEFAULT_METHOD", "METHODS", "REGISTRY", "Family", "MethodSpec", "all_options",

@@ -1,0 +1,51 @@
+"""The Python API of docs/api.md: its example runs as printed, and a saved task is exactly the task."""
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models import mobilenet_v3_small, resnet18, resnet34
+
+from common.errors import NetworkError
+from network import load_task, parameter_count, reprogram, save_task
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_docs_example_runs(tmp_path, monkeypatch, capsys):
+    code = re.search(r"```python\n(.*?)```", (ROOT / "docs" / "api.md").read_text(encoding="utf-8"), re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    exec(compile(code, "docs/api.md", "exec"), {})
+    assert re.fullmatch(r"accuracy \d\.\d\d\n", capsys.readouterr().out)
+    saved = torch.load(tmp_path / "my_task.pt", weights_only=True)
+    assert saved["method"] == "Ghost_reduced_v1" and saved["num_classes"] == 5
+    assert all(name.endswith((".clr.weight", ".weight", ".bias", ".running_mean", ".running_var"))
+               for name in saved["state"])
+    # the task's tensors only, a few % of MobileNetV3-small's 10 MB (its depthwise convs each get a CLR kernel as
+    # large as themselves: docs/methods.md's cost table)
+    assert os.path.getsize(tmp_path / "my_task.pt") < 0.03 * 4 * parameter_count(mobilenet_v3_small())
+
+
+def test_reprogram_trains_exactly_the_task_and_leaves_the_model_alone():
+    model = resnet18()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    task = reprogram(model, num_classes=3, method="Ghost")
+    trained = {name for name, p in task.named_parameters() if p.requires_grad}
+    assert trained == {name for name, _ in task.named_parameters()
+                       if ".clr." in name or name.startswith("fc.") or "bn" in name or "downsample.1" in name}
+    assert all(torch.equal(tensor, before[name]) for name, tensor in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())  # the caller's model keeps its own settings
+
+
+def test_load_task_refuses_what_save_task_did_not_write(tmp_path):
+    (tmp_path / "other.pt").write_bytes(b"not a torch file")
+    with pytest.raises(NetworkError, match=r"^cannot read .*other.pt \(.*\): not a task saved by save_task$"):
+        load_task(resnet18(), tmp_path / "other.pt")
+    torch.save({"weights": torch.ones(1)}, tmp_path / "dict.pt")
+    with pytest.raises(NetworkError, match=r"dict.pt is not a task saved by save_task$"):
+        load_task(resnet18(), tmp_path / "dict.pt")
+    save_task(reprogram(resnet18(), 4), tmp_path / "task.pt")
+    with pytest.raises(NetworkError, match=r"^task state is for a different method or architecture"):
+        load_task(resnet34(), tmp_path / "task.pt")
