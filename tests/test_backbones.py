@@ -12,6 +12,7 @@ from torchvision.models.convnext import CNBlockConfig
 from common.errors import NetworkError
 from network.backbone import (DEFAULT_ARCH, InputConfig, arch_of, backbone_id, check_arch, classifier_name,
                               feature_extractor, input_config, load_backbone, parameter_count, weights_of)
+from tests.test_network import seeded_and_frozen
 
 timm = pytest.importorskip("timm")  # the code runs without it (see the last test); these tests use its models
 IMAGENET = InputConfig(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), native_size=224,
@@ -129,13 +130,7 @@ def test_random_resnet18_is_the_seeded_torchvision_init_and_leaves_the_rng_alone
 
 
 def test_random_timm_backbone_is_deterministic():
-    rng = torch.get_rng_state()
-    first = load_backbone("timm:test_efficientnet", "none")
-    assert torch.equal(rng, torch.get_rng_state())
-    torch.rand(5)  # another global random state (as in another process) must not change the backbone
-    second = load_backbone("timm:test_efficientnet", "none")
-    assert all(torch.equal(tensor, second.state_dict()[name]) for name, tensor in first.state_dict().items())
-    assert not first.training and not any(p.requires_grad for p in first.parameters())
+    first = seeded_and_frozen("timm:test_efficientnet")
     assert arch_of(first) == "timm:test_efficientnet" and classifier_name(first) == "classifier"
 
 

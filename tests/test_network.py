@@ -425,16 +425,22 @@ def test_build_model_rejects_a_task_model_as_the_backbone(backbones):
 
 # ---- backbone weights ----------------------------------------------------------------------------------
 
-def test_random_backbone_is_deterministic_frozen_and_leaves_the_rng_alone():
+def seeded_and_frozen(arch: str) -> nn.Module:
+    """--weights none of ``arch``, checked: the same tensors whatever the global random state (as in another
+    process), that state left alone, eval mode, every parameter frozen."""
     torch.manual_seed(123)
     rng = torch.get_rng_state()
-    first = load_backbone("resnet18", "none")
+    first = load_backbone(arch, "none")
     assert torch.equal(rng, torch.get_rng_state())
-    torch.rand(5)  # another global random state (as in another process) must not change the backbone
-    second = load_backbone("resnet18", "none")
+    torch.rand(5)
+    second = load_backbone(arch, "none")
     assert all(torch.equal(t, second.state_dict()[name]) for name, t in first.state_dict().items())
     assert not first.training and not any(p.requires_grad for p in first.parameters())
-    assert first.conv1.weight.std() > 0.01
+    return first
+
+
+def test_random_backbone_is_deterministic_frozen_and_leaves_the_rng_alone():
+    assert seeded_and_frozen("resnet18").conv1.weight.std() > 0.01
 
 
 def test_state_dict_file_loads_exactly(backbones, tmp_path):
