@@ -203,13 +203,26 @@ def assert_imagenet_backbone_is(arch: str, state: dict[str, torch.Tensor]) -> No
 
 
 def test_torchvision_imagenet_weights_come_from_torch_hubs_cache(monkeypatch, tmp_path):
-    """Offline, from the file a first download leaves, through torchvision's own builder."""
+    """Offline, from the file a first download leaves, read with weights_only=True."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     cached = tmp_path / "hub" / "checkpoints" / models.ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
     cached.parent.mkdir(parents=True)
     state = perturbed(models.get_model("resnet18"))
     torch.save(state, cached)
     assert_imagenet_backbone_is("resnet18", state)
+
+
+def test_densenets_published_key_names_are_renamed(monkeypatch, tmp_path):
+    """DenseNet's published weights say "denselayer1.norm.1" where the model says "norm1"."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = tmp_path / "hub" / "checkpoints" / models.DenseNet121_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    cached.parent.mkdir(parents=True)
+    state = perturbed(models.get_model("densenet121"))
+    legacy = {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", key): value
+              for key, value in state.items() if not key.endswith("num_batches_tracked")}  # older than torch 0.4
+    assert "features.denseblock1.denselayer1.norm.1.weight" in legacy
+    torch.save(legacy, cached)
+    assert_imagenet_backbone_is("densenet121", state)
 
 
 def test_timm_imagenet_weights_come_from_the_hub(monkeypatch, tmp_path):
