@@ -114,8 +114,9 @@ def mix_into(network: nn.Module, mixin: type, members: tuple[str, ...]) -> None:
                                 "train", "forward"}) | set(members)
     taken = {name for module in (network,) for name in (*module._modules, *module._parameters, *module._buffers)}
     if mine & taken:
-        raise NetworkError(f"cannot reprogram a {type(network).__name__}: its own {', '.join(sorted(mine & taken))} "
-                           "clashes with what a task's model adds")
+        clashes = ", ".join(repr(name) for name in sorted(mine & taken))
+        raise NetworkError(f"cannot reprogram a {type(network).__name__}: its own submodule {clashes} has a name "
+                           f"that the {mixin.__name__} needs")
     network.__class__ = _mixed_class(mixin, type(network))
 
 

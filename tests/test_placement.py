@@ -176,3 +176,20 @@ def test_every_method_runs_on_other_networks_or_refuses_in_one_line(arch):
         model.train()
         torch.nn.functional.cross_entropy(model(x()), torch.tensor([0, 2])).backward()
         assert any(p.grad is not None for p in model.parameters() if p.requires_grad), method
+
+
+def test_a_network_whose_own_submodule_a_model_needs_is_refused_in_one_line():
+    """torchvision's ViT keeps its classifier in ``heads``, the name of the shared-backbone model's heads."""
+    class WithHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.heads = nn.Sequential(nn.Linear(4, 10))
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return self.heads(self.conv(images).mean((2, 3)))
+
+    with pytest.raises(Exception, match=r"^cannot reprogram a WithHeads: its own submodule 'heads' has a name that "
+                                        r"the MultiHeadModel needs$"):
+        MultiHeadModel.of(WithHeads())
+    assert build_model(WithHeads(), "Ghost_reduced_v1", 3)(x()).shape == (2, 3)  # a task model needs no ``heads``
