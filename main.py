@@ -202,7 +202,7 @@ def run_context(args: argparse.Namespace, source: DataSource) -> Context:
         backbone = load_backbone(args.arch, args.weights).to(device)  # each task's copy is then made on the device
     recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, norm_penalty=args.norm_penalty,
                     patience=args.patience, seed=args.seed)
-    inputs = input_config(args.arch, args.weights)
+    inputs = input_config(args.arch)
     if inputs.native_size != args.image_size:  # said, never changed silently
         log.info("note: %s's weights were made for %d px images; this run uses %d px (--image-size)", args.arch,
                  inputs.native_size, args.image_size)

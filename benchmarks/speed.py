@@ -235,7 +235,7 @@ def measure_all(args: argparse.Namespace, work: Path) -> dict:
     recipe = Recipe(batch_size=args.batch_size)
     runtime = runtime_for(device, args.precision, args.eval_batch_size, args.compile)
     backbone = load_backbone(args.arch, "none")
-    inputs = input_config(args.arch, "none")
+    inputs = input_config(args.arch)
     normalisation = Normalisation(inputs.mean, inputs.std)
     # Full batches only, in all three paths: the small synthetic task's partial last batch would otherwise be
     # ~1 step in 10 (on the DCT tasks it is under 1 in 80) and weigh on b against c's full batches.

@@ -66,7 +66,7 @@ def predict(request: Request, layout: Layout, device: torch.device, precision: s
     weights = request.weights or weights_of(arch, settings["backbone"])
     backbone = load_backbone(arch, weights).to(device)
     ctx = Context(method=trained.method, arch=arch, backbone=backbone, backbone_id=settings["backbone"],
-                  image_size=settings["image_size"], input=input_config(arch, weights), source=source,
+                  image_size=settings["image_size"], input=input_config(arch), source=source,
                   recipe=Recipe(), runtime=runtime_for(device, precision, eval_batch_size), layout=layout,
                   cache_dir=cache_dir, workers=workers)
     images = torch.from_numpy(decode_images(Path(""), [str(path) for path in files], ctx.image_size, workers,

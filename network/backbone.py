@@ -106,9 +106,9 @@ def feature_extractor(backbone: nn.Module) -> nn.Module:
     return extractor
 
 
-def input_config(arch: str, weights: str) -> InputConfig:
-    """The normalisation and size of the model's standard pretrained weights, whichever ``weights`` the run uses:
-    a task's preprocessing must not change with where the backbone's weights came from."""
+def input_config(arch: str) -> InputConfig:
+    """The normalisation and size of the model's standard pretrained weights, whatever --weights a run uses: a
+    task's preprocessing must not change with where the backbone's weights came from."""
     check_arch(arch)
     if arch.startswith(TIMM_PREFIX):
         cfg = _blueprint(arch).pretrained_cfg

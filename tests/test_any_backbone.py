@@ -24,7 +24,7 @@ def test_clr_and_ewc_on_a_timm_network_end_to_end(data, tmp_path, capsys):
     assert main.main([*args, "--method", "EWC"]) == 0
     saved = record(tmp_path, TASKS[0], "Ghost_reduced_v1")
     assert saved["config"]["arch"] == TIMM_ARCH and saved["config"]["backbone"] == "none:seed0"
-    assert saved["preprocess"] == input_config(TIMM_ARCH, "none").as_record()
+    assert saved["preprocess"] == input_config(TIMM_ARCH).as_record()
     assert "classifier.weight" in saved["state"] and "conv_stem.clr.weight" in saved["state"]
     assert set(record(tmp_path, TASKS[1], "EWC")["state"]) == {"classifier.weight", "classifier.bias"}
     report = (tmp_path / "result" / "report.md").read_text()

@@ -250,17 +250,14 @@ def test_offline_timm_weights_say_what_to_do(monkeypatch):
 
 # ---- input config and ids -----------------------------------------------------------------------------------
 
-def test_input_config_comes_from_the_weights_metadata_whatever_the_weights_option(tmp_path):
-    path = tmp_path / "w.pth"
-    path.write_bytes(b"not read")
-    for weights in ("imagenet", "none", str(path)):
-        assert input_config("resnet50", weights) == IMAGENET
-    assert input_config("resnet18", "none").mean == IMAGENET.mean
-    assert input_config("inception_v3", "none").native_size == 299
-    xception = input_config("timm:legacy_xception", "none")
+def test_input_config_comes_from_the_weights_metadata_whatever_the_weights_option():
+    assert input_config("resnet50") == IMAGENET  # one per architecture: --weights is not an argument
+    assert input_config("resnet18").mean == IMAGENET.mean
+    assert input_config("inception_v3").native_size == 299
+    xception = input_config("timm:legacy_xception")
     assert xception == InputConfig(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), native_size=299,
                                    source="timm pretrained_cfg of legacy_xception.tf_in1k")
-    assert input_config("timm:test_efficientnet", "imagenet").native_size == 160
+    assert input_config("timm:test_efficientnet").native_size == 160
     assert xception.as_record() == {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "native_size": 299,
                                     "source": "timm pretrained_cfg of legacy_xception.tf_in1k"}
 
@@ -303,5 +300,5 @@ def test_without_timm_only_timm_names_fail(monkeypatch):
     assert_one_line_error(lambda: check_arch("timm:test_efficientnet"),
                           "timm:test_efficientnet needs timm, which is not installed: pip install timm")
     check_arch("mobilenet_v3_small")
-    assert input_config("resnet50", "none") == IMAGENET
+    assert input_config("resnet50") == IMAGENET
     assert arch_of(load_backbone("resnet18", "none")) == "resnet18"
