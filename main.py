@@ -116,7 +116,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line. Without --data a run takes the demo's settings (but --predict, which takes its
     tasks' settings from their records, and --report --no-verify, which reads only the result and weight
-    folders); then the method, and the arch and weights it implies, fill in whatever was not given."""
+    folders); then the method, and the arch and weights it implies, fill in whatever was not given, and the method's
+    options are checked against the registry (another method's option is refused)."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
     if args.predict is None:
