@@ -6,8 +6,9 @@
     python main.py                              # a few-minute demo on synthetic data
     python main.py --report                     # rebuild the tables and figures from result/ and weight/
     python main.py --data DATA --method EWC     # a shared-backbone baseline, with its accuracy matrix
+    python main.py --data DATA --method paper --seeds 0 1 2   # the paper's comparison, with 95% intervals
     python main.py --predict IMAGES --task auto # classify new images, the task found by the task mapper
-    torchrun --nproc-per-node 8 main.py --data DATA   # the tasks spread over 8 GPUs
+    torchrun --nproc-per-node 8 main.py --data DATA   # the tasks (and whole shared-backbone sequences) over 8 GPUs
 
 Each task trains only its own parameters (depthwise CLR kernels, BatchNorm, a linear head), so nothing learnt
 earlier can be overwritten. At the end every saved task is re-loaded onto a fresh backbone and re-evaluated,
@@ -34,16 +35,19 @@ from dataset.synthetic import DEMO_TASKS, ensure_synthetic_dct
 from dataset.task import TaskInfo, TaskSample
 from inference import predict as prediction
 from inference.mapper import task_anchor
-from network import (DEFAULT_METHOD, METHODS, REGISTRY, Family, all_options, backbone_choice, backbone_id,
-                     check_arch, input_config, load_backbone, method_options, method_spec)
+from network import (DEFAULT_METHOD, METHOD_SETS, METHODS, REGISTRY, Family, all_options, backbone_choice,
+                     backbone_id, check_arch, expand_methods, input_config, load_backbone, method_spec,
+                     options_of_methods)
 from network.backbone import DEFAULT_ARCH, TIMM_PREFIX
 from report import add_arguments as add_report_arguments
-from report import report_run, require_results, tasks_on_disk, write_report
+from report import report_run, require_results, tasks_on_disk, write_report, write_seeds_report
 from training import distributed
 from training.context import Context, bn_needs_two_images
-from training.isolated import forget_tasks, learn_isolated_tasks
-from training.lock import run_lock
-from training.settings import PRECISIONS, Layout, Recipe, prepare_output_folder, resolve_device, runtime_for
+from training.isolated import forget_tasks, isolated_units, record_finished
+from training.lock import run_locks
+from training.settings import (PRECISIONS, Layout, MethodSettings, Recipe, prepare_output_folder, resolve_device,
+                               runtime_for)
+from training.work import WorkUnit, do_units
 
 log = console_log()
 
@@ -72,7 +76,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--no-cache", action="store_true", help="decode every task afresh and cache nothing")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--method", choices=METHODS, metavar="METHOD", help=f"default {DEFAULT_METHOD}. "
+    model.add_argument("--method", nargs="+", choices=(*METHODS, *METHOD_SETS), metavar="METHOD",
+                       help=f"one or more methods (default {DEFAULT_METHOD}), learnt into the same folders; "
+                       + "; ".join(f"{name}: {' '.join(methods)}" for name, methods in METHOD_SETS.items()) + ". "
                        + "; ".join(f"{spec.label}: {spec.learns}" for spec in REGISTRY.values()))
     model.add_argument("--arch", help=f"backbone: any torchvision classification model (default {DEFAULT_ARCH}), or "
                        f"{TIMM_PREFIX}NAME for a timm model (pip install timm); li18 and li50 imply theirs")
@@ -92,7 +98,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="weight of the sum of L2 norms of the task's tensors in the loss (default 1e-5)")
     recipe.add_argument("--patience", type=number(int, allow_zero=True), default=21,
                         help="stop when the epoch is more than this many epochs past the best (default 21)")
-    recipe.add_argument("--seed", type=int, default=0, help="seed; task k uses seed+k (default 0)")
+    recipe.add_argument("--seed", type=int, help="seed; task k uses seed+k (default 0)")
+    recipe.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="run every method once per seed, "
+                        "each seed in its own seed_<S>/ folders under --result and --weight, and report the mean, "
+                        "the standard deviation and 95%% intervals over the seeds (instead of --seed)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--result", type=Path, default=Path("result"),
@@ -116,44 +125,73 @@ def get_args_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line. Without --data a run takes the demo's settings (but --predict, which takes its
     tasks' settings from their records, and --report --no-verify, which reads only the result and weight
-    folders); then the method, and the arch and weights it implies, fill in whatever was not given, and the method's
-    options are checked against the registry (another method's option is refused)."""
+    folders); then each method, and the arch and weights it implies, fill in whatever was not given, and the
+    methods' options are checked against the registry (an option of a method not chosen is refused)."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if args.predict is None:
-        if args.data is None and not (args.report and args.no_verify):
-            parser.set_defaults(**DEMO_DEFAULTS)
-            args = parser.parse_args(argv)
-        args.method = args.method or DEFAULT_METHOD
-        args.image_size = args.image_size or DEFAULT_IMAGE_SIZE
-        try:
-            args.arch, args.weights = backbone_choice(args.method, args.arch, args.weights)
-            check_arch(args.arch)
-            args.method_options = method_options(args.method, {name: getattr(args, name) for name, _ in all_options()
-                                                               if getattr(args, name) is not None})
-        except NetworkError as error:
-            parser.error(str(error))
+    if args.predict is not None:
+        if args.method and (len(args.method) > 1 or args.method[0] in METHOD_SETS):
+            parser.error("--predict takes one --method: the method whose tasks classify the images")
+        args.method = args.method[0] if args.method else None
+        return args
+    if args.data is None and not (args.report and args.no_verify):
+        parser.set_defaults(**DEMO_DEFAULTS)
+        args = parser.parse_args(argv)
+    args.image_size = args.image_size or DEFAULT_IMAGE_SIZE
+    args.seeds = seeds_of(args, parser)
+    try:
+        args.methods = method_settings(args)
+    except NetworkError as error:
+        parser.error(str(error))
     return args
+
+
+def seeds_of(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[int]:
+    """The run's seeds: --seeds, or the one --seed (default 0)."""
+    if args.seeds is None:
+        return [0 if args.seed is None else args.seed]
+    if args.seed is not None:
+        parser.error("give --seed or --seeds, not both")
+    repeated = [seed for seed in dict.fromkeys(args.seeds) if args.seeds.count(seed) > 1]
+    if repeated:
+        parser.error(f"--seeds lists seed {repeated[0]} more than once")
+    return args.seeds
+
+
+def method_settings(args: argparse.Namespace) -> list[MethodSettings]:
+    """Each method --method names (a named set spelled out), with the arch and weights it implies or was given
+    and its own options; another method's option is refused."""
+    methods = expand_methods(args.method or [DEFAULT_METHOD])
+    options = options_of_methods(methods, {name: getattr(args, name) for name, _ in all_options()
+                                           if getattr(args, name) is not None})
+    settings = [MethodSettings(method, *backbone_choice(method, args.arch, args.weights), options[method])
+                for method in methods]
+    for arch in dict.fromkeys(choice.arch for choice in settings):
+        check_arch(arch)
+    return settings
 
 
 @dataclass(frozen=True)
 class Driver:
     """How a method family's tasks are learnt and forgotten, and what follows from it."""
 
-    learn: Callable[[Context, list[TaskSample]], None]
+    units: Callable[[Context, list[TaskSample]], list[WorkUnit]]  # the work, in units one process does alone
     forget: Callable[[Context, list[TaskSample]], None]  # --fresh
-    spreads_over_processes: bool  # torchrun may give each process its own tasks
+    finish: Callable[[Context, list[TaskSample]], None] | None  # the leader's, once every process is done
     task_mapper: bool  # each task gets an anchor, and the run ends with task-agnostic accuracy
 
 
-def learn_with_anchors(ctx: Context, samples: list[TaskSample]) -> None:
+def units_with_anchors(ctx: Context, samples: list[TaskSample]) -> list[WorkUnit]:
     """The isolated methods' tasks, each with the task mapper's anchor fitted while its images are at hand."""
-    learn_isolated_tasks(ctx, samples, lambda sample, record: task_anchor(ctx, sample.task, record.config))
+    return isolated_units(ctx, samples, lambda sample, record: task_anchor(ctx, sample.task, record.config))
 
 
-DRIVERS = {Family.ISOLATED: Driver(learn_with_anchors, forget_tasks, spreads_over_processes=True, task_mapper=True),
-           Family.SHARED: Driver(continual.learn, continual.forget_sequence, spreads_over_processes=False,
-                                 task_mapper=False)}
+def sequence_units(ctx: Context, samples: list[TaskSample]) -> list[WorkUnit]:
+    return [continual.sequence_unit(ctx, samples)]
+
+
+DRIVERS = {Family.ISOLATED: Driver(units_with_anchors, forget_tasks, record_finished, task_mapper=True),
+           Family.SHARED: Driver(sequence_units, continual.forget_sequence, None, task_mapper=False)}
 
 
 def driver_of(method: str) -> Driver:
@@ -169,15 +207,10 @@ def mode_of(args: argparse.Namespace) -> str:
     return "check" if args.check else "predict" if args.predict else "report" if args.report else "train"
 
 
-def refuse_torchrun(args: argparse.Namespace, mode: str) -> None:
+def refuse_torchrun(mode: str) -> None:
     """Work that cannot be spread over a job's processes says so in one line, rather than running in each."""
-    if not distributed.is_torchrun():
-        return
-    if mode in ("report", "predict"):
+    if distributed.is_torchrun() and mode in ("report", "predict"):
         raise RunError("--report and --predict work in one process: run them without torchrun")
-    if mode == "train" and not driver_of(args.method).spreads_over_processes:
-        raise RunError(f"--method {args.method} learns its tasks one after another on one shared backbone, so it "
-                       "cannot be spread over processes: run it without torchrun")
 
 
 def layout_of(args: argparse.Namespace) -> Layout:
@@ -190,29 +223,44 @@ def open_selected(args: argparse.Namespace) -> tuple[DataSource, list[TaskInfo]]
         with distributed.leader_first():  # under torchrun one process writes them, the others then find them
             ensure_synthetic_dct(DEMO_DATA)
         args.data, args.stat = DEMO_DATA, args.stat or DEMO_DATA / "stat.csv"
-        print(f"demo settings: {args.arch} with --weights {args.weights}, {args.image_size}px images, "
-              f"{args.epochs} epochs, tasks {' '.join(args.tasks)}. For the paper's numbers pass --data DCT_FOLDER.")
+        backbones = "; ".join(dict.fromkeys(f"{choice.arch} with --weights {choice.weights}" for choice in args.methods))
+        print(f"demo settings: {backbones}, {args.image_size}px images, {args.epochs} epochs, tasks "
+              f"{' '.join(args.tasks)}. For the paper's numbers pass --data DCT_FOLDER.")
     source = open_data(args.data, args.stat)
     return source, select_tasks(source.tasks, args.tasks)
 
 
-def run_context(args: argparse.Namespace, source: DataSource) -> Context:
-    """The run's explicit settings and its frozen backbone, on this process's device."""
+def run_contexts(args: argparse.Namespace, source: DataSource, layouts: dict[int, Layout]) -> list[Context]:
+    """The run's explicit settings, one context per seed and method (in that order: a plain run finishes one
+    seed's methods before the next seed's), each with its frozen backbone on this process's device. Methods on the
+    same backbone share one copy of it, which no method modifies."""
     device = distributed.local_device(resolve_device(args.device))
-    with distributed.leader_first():  # one process downloads the backbone's weights
-        backbone = load_backbone(args.arch, args.weights).to(device)  # each task's copy is then made on the device
-    recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, norm_penalty=args.norm_penalty,
-                    patience=args.patience, seed=args.seed)
-    inputs = input_config(args.arch)
-    if inputs.native_size != args.image_size:  # said, never changed silently
-        log.info("note: %s's weights were made for %d px images; this run uses %d px (--image-size)", args.arch,
-                 inputs.native_size, args.image_size)
-    return Context(method=args.method, arch=args.arch, backbone=backbone,
-                   backbone_id=backbone_id(args.arch, args.weights), image_size=args.image_size, input=inputs,
-                   source=source, recipe=recipe,
-                   runtime=runtime_for(device, args.precision, args.eval_batch_size, args.compile),
-                   layout=layout_of(args), cache_dir=None if args.no_cache else args.cache_dir, workers=args.workers,
-                   options=args.method_options)
+    runtime = runtime_for(device, args.precision, args.eval_batch_size, args.compile)
+    backbones: dict[tuple[str, str], torch.nn.Module] = {}
+    contexts = []
+    for seed, layout in layouts.items():
+        recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, norm_penalty=args.norm_penalty,
+                        patience=args.patience, seed=seed)
+        for choice in args.methods:
+            key = (choice.arch, choice.weights)
+            if key not in backbones:
+                with distributed.leader_first():  # one process downloads the backbone's weights
+                    backbones[key] = load_backbone(*key).to(device)  # each task's copy is then made on the device
+                note_native_size(choice.arch, args.image_size)
+            contexts.append(Context(method=choice.method, arch=choice.arch, backbone=backbones[key],
+                                    backbone_id=backbone_id(*key), image_size=args.image_size,
+                                    input=input_config(choice.arch), source=source, recipe=recipe, runtime=runtime,
+                                    layout=layout, cache_dir=None if args.no_cache else args.cache_dir,
+                                    workers=args.workers, options=choice.options))
+    return contexts
+
+
+def note_native_size(arch: str, image_size: int) -> None:
+    """A backbone made for another image size is said, never resized silently."""
+    native = input_config(arch).native_size
+    if native != image_size:
+        log.info("note: %s's weights were made for %d px images; this run uses %d px (--image-size)", arch, native,
+                 image_size)
 
 
 def check(args: argparse.Namespace) -> int:
@@ -241,42 +289,70 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    """--report: the tables and figures from the result and weight folders, verified unless --no-verify."""
-    layout = layout_of(args)
-    require_results(layout)
+    """--report: the tables and figures from the result and weight folders (each seed's, and the report across
+    seeds), verified unless --no-verify."""
+    top = layout_of(args)
+    layouts = top.seeds(args.seeds)
+    for layout in layouts.values():
+        require_results(layout)
     if args.no_verify:  # no device, no backbone and, without --data, no data
-        print(write_report(layout, tasks_on_disk(layout, args.data, args.stat, args.tasks), None))
+        tasks = {seed: tasks_on_disk(layout, args.data, args.stat, args.tasks) for seed, layout in layouts.items()}
+        for seed, layout in layouts.items():
+            print(write_report(layout, tasks[seed], None))
+        if len(layouts) > 1:
+            every = {task.task_id: task for seed_tasks in tasks.values() for task in seed_tasks}
+            print(write_seeds_report(top.result, layouts, sorted(every.values(), key=lambda task: task.order)))
         return 0
     source, tasks = open_selected(args)
-    ctx = run_context(args, source)
-    report_run(ctx, tasks, task_mapper=driver_of(ctx.method).task_mapper)
+    report_seeds(top, layouts, run_contexts(args, source, layouts), tasks)
     return 0
 
 
+def report_seeds(top: Layout, layouts: dict[int, Layout], contexts: list[Context], tasks: list[TaskInfo]) -> None:
+    """Each seed's verified report (with the isolated methods' task-agnostic accuracy), then, with several seeds,
+    the report across them in the top result folder."""
+    for layout in layouts.values():
+        mine = [ctx for ctx in contexts if ctx.layout == layout]
+        report_run(mine, tasks, task_agnostic=[ctx for ctx in mine if driver_of(ctx.method).task_mapper])
+    if len(layouts) > 1:
+        print(write_seeds_report(top.result, layouts, tasks))
+
+
 def train(args: argparse.Namespace) -> int:
-    """Learn the selected tasks (under torchrun, those this process claims), then verify and report them."""
+    """Learn every selected task of every method and seed (under torchrun, the units of work this process claims),
+    then verify and report them."""
     if args.batch_size == 1 and bn_needs_two_images(args.image_size):
         raise RunError("at 32 px or less BatchNorm cannot train on one image per batch: "
                        "use --batch-size 2 or more, or --image-size 33 or more")
     source, tasks = open_selected(args)
-    layout = layout_of(args)
-    prepare_output_folder(layout.result, "result")
-    prepare_output_folder(layout.weight, "weight")
-    with run_lock(layout.lock, holder=distributed.is_leader()):
-        ctx = run_context(args, source)
-        driver = driver_of(ctx.method)
+    top = layout_of(args)
+    layouts = top.seeds(args.seeds)
+    for layout in dict.fromkeys([top, *layouts.values()]):
+        prepare_output_folder(layout.result, "result")
+        prepare_output_folder(layout.weight, "weight")
+    with run_locks([top.lock, *(layout.lock for layout in layouts.values())], holder=distributed.is_leader()):
+        contexts = run_contexts(args, source, layouts)
         samples = [source.sample(task) for task in tqdm(tasks, desc="sampling tasks", leave=False)]
         check_files_exist(source.root, samples)
         if distributed.is_leader():  # the shared files have one writer
-            for sample in samples:
-                write_manifest(sample, layout.manifest(sample.task.name))
+            for layout in layouts.values():
+                for sample in samples:
+                    write_manifest(sample, layout.manifest(sample.task.name))
             if args.fresh:
-                driver.forget(ctx, samples)
+                for ctx in contexts:
+                    driver_of(ctx.method).forget(ctx, samples)
         distributed.barrier()  # no task is claimed before --fresh has forgotten it
         torch.backends.cudnn.benchmark = True
-        driver.learn(ctx, samples)
+        for ctx in contexts:
+            log.info("%s on %s (%s), seed %d, %d task(s), %s, device %s", method_spec(ctx.method).label, ctx.arch,
+                     ctx.backbone_id, ctx.recipe.seed, len(samples), method_spec(ctx.method).family.value,
+                     ctx.device)
+        do_units([unit for ctx in contexts for unit in driver_of(ctx.method).units(ctx, samples)])
         if distributed.is_leader():
-            report_run(ctx, source.tasks, task_mapper=driver.task_mapper)
+            for ctx in contexts:
+                if driver_of(ctx.method).finish is not None:
+                    driver_of(ctx.method).finish(ctx, samples)
+            report_seeds(top, layouts, contexts, source.tasks)
     return 0
 
 
@@ -290,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         mode = mode_of(args)
         with distributed.process_group():
-            refuse_torchrun(args, mode)
+            refuse_torchrun(mode)
             return MODES[mode](args)
     except (ClrError, KeyboardInterrupt, Terminated) as error:
         print(stop_line(error), file=sys.stderr)

@@ -1,13 +1,18 @@
-"""How evenly torchrun's processes share the 53 tasks: largest-first claiming against a static round-robin.
+"""How evenly torchrun's processes share a run's units of work: largest-first claiming against a static round-robin.
 
-    python benchmarks/balance.py                    # stat.csv, 60 epochs, 2, 4 and 8 processes
-    python benchmarks/balance.py --processes 2 3 16 --stat MY_STAT.csv
+    python benchmarks/balance.py                    # the paper's comparison (--method paper), 3 seeds, 1, 8, 16 GPUs
+    python benchmarks/balance.py --methods Ghost_reduced_v1 --seeds 1 --processes 2 4 8   # CLR alone
+    python benchmarks/balance.py --stat MY_STAT.csv --epochs 30
 
-A task's cost is (train + val images) x epochs, the work of a task that never stops early. Each process's load is
-the sum of its tasks' costs; the run takes as long as the busiest process, so max/mean load is the slowdown against
-a perfect split (1.000). Largest-first is what training.distributed does: a free process takes the largest task
-nobody has claimed yet. Round-robin gives process p the tasks p, p+P, p+2P, ... of the run order. No split can beat
-max(1, largest task / mean load): where the largest task alone exceeds a process's fair share, it sets the pace.
+The units are those of training.work: each task of an isolated method for each seed, and each shared-backbone
+method's whole sequence for each seed (its tasks depend on each other, so one process learns them all). A unit's
+cost is training.work.task_cost, (train + val images) x epochs, the work of a task that never stops early; a
+sequence costs the sum of its tasks'. Costs count images, not time: a method that computes more per image (a full
+fine-tune, PackNet's retraining epochs) takes longer than its share. Each process's load is the sum of its units'
+costs; the run takes as long as the busiest process, so max/mean load is the slowdown against a perfect split
+(1.000). Largest-first is what training.distributed does: a free process takes the largest unit nobody has claimed
+yet. Round-robin gives process p the units p, p+P, p+2P, ... of the run order. No split can beat
+max(1, largest unit / mean load): where the largest unit alone exceeds a process's fair share, it sets the pace.
 """
 import argparse
 import heapq
@@ -18,11 +23,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dataset.sources import DEFAULT_STAT, read_stat  # noqa: E402
-from training.distributed import largest_first  # noqa: E402  (the order the processes claim tasks in)
+from dataset.task import TaskInfo  # noqa: E402
+from network import METHOD_SETS, Family, expand_methods, method_spec  # noqa: E402
+from training.distributed import largest_first  # noqa: E402  (the order the processes claim units in)
+from training.work import task_cost  # noqa: E402  (the cost the processes order them by)
+
+
+def unit_costs(tasks: Sequence[TaskInfo], methods: Sequence[str], seeds: int, epochs: int) -> list[tuple[str, int]]:
+    """The run's units in run order (seed by seed, method by method), each as (label, cost)."""
+    costs = [task_cost(task.train_num, task.val_num, epochs) for task in tasks]
+    units = []
+    for seed in range(seeds):
+        for method in methods:
+            if method_spec(method).family is Family.SHARED:
+                units.append((f"{method} seed {seed} (sequence)", sum(costs)))
+            else:
+                units += [(f"{method} seed {seed} {task.name}", cost) for task, cost in zip(tasks, costs)]
+    return units
 
 
 def largest_first_loads(costs: Sequence[int], processes: int) -> list[int]:
-    """Each process's load when whichever process is free first claims the next task of the largest-first order."""
+    """Each process's load when whichever process is free first claims the next unit of the largest-first order."""
     free_at = [(0, process) for process in range(processes)]
     for index in largest_first(costs):
         load, process = heapq.heappop(free_at)
@@ -46,16 +67,19 @@ def balance_table(costs: Sequence[int], processes: Sequence[int]) -> list[dict]:
              "bound": max(1.0, max(costs) / (sum(costs) / count))} for count in processes]
 
 
-def format_table(rows: list[dict], costs: Sequence[int], names: Sequence[str], epochs: int) -> str:
+def format_table(rows: list[dict], units: Sequence[tuple[str, int]], tasks: int, methods: Sequence[str], seeds: int,
+                 epochs: int) -> str:
+    costs = [cost for _, cost in units]
     largest = max(range(len(costs)), key=costs.__getitem__)
-    lines = [f"{len(costs)} tasks, cost = (train + val images) x {epochs} epochs, "
-             f"{sum(costs):,} image-epochs in all; largest task {names[largest]} ({costs[largest]:,})",
+    lines = [f"{tasks} tasks, {len(methods)} method(s) ({' '.join(methods)}), {seeds} seed(s): {len(units)} units, "
+             f"cost = (train + val images) x {epochs} epochs, {sum(costs):,} image-epochs in all; largest unit "
+             f"{units[largest][0]} ({costs[largest]:,})",
              "processes | largest-first max/mean | round-robin max/mean | best possible | set by"]
     for row in rows:
-        limit = "the largest task" if row["bound"] > 1 else "the total"
+        limit = "the largest unit" if row["bound"] > 1 else "the total"
         lines.append(f"{row['processes']:>9} | {row['largest_first']:>22.3f} | {row['round_robin']:>20.3f} | "
                      f"{row['bound']:>13.3f} | {limit}")
-    lines.append(f"The largest task alone exceeds a process's fair share from {sum(costs) // costs[largest] + 1} "
+    lines.append(f"The largest unit alone exceeds a process's fair share from {sum(costs) // costs[largest] + 1} "
                  "processes on.")
     return "\n".join(lines)
 
@@ -63,12 +87,16 @@ def format_table(rows: list[dict], costs: Sequence[int], names: Sequence[str], e
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stat", type=Path, default=DEFAULT_STAT, help="task list (default: the 53 DCT tasks)")
+    parser.add_argument("--methods", nargs="+", default=["paper"], help="methods or named sets, as --method takes "
+                        f"them (default paper: {' '.join(METHOD_SETS['paper'])})")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
     parser.add_argument("--epochs", type=int, default=60, help="epochs per task (default 60)")
-    parser.add_argument("--processes", type=int, nargs="+", default=[2, 4, 8], help="default 2 4 8")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 8, 16], help="default 1 8 16")
     args = parser.parse_args(argv)
-    tasks = read_stat(args.stat)
-    costs = [(task.train_num + task.val_num) * args.epochs for task in tasks]
-    print(format_table(balance_table(costs, args.processes), costs, [task.name for task in tasks], args.epochs))
+    tasks, methods = read_stat(args.stat), expand_methods(args.methods)
+    units = unit_costs(tasks, methods, args.seeds, args.epochs)
+    print(format_table(balance_table([cost for _, cost in units], args.processes), units, len(tasks), methods,
+                       args.seeds, args.epochs))
 
 
 if __name__ == "__main__":

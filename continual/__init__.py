@@ -13,7 +13,9 @@ from continual.sgd import SGD
 from continual.si import SI
 from dataset.task import TaskSample
 from network import Family, methods_of
+from training import distributed
 from training.context import Context
+from training.work import WorkUnit, task_cost
 
 log = logging.getLogger("clr")
 
@@ -22,12 +24,17 @@ IMPLEMENTATIONS: dict[str, type[Method]] = {"SGD": SGD, "EWC": EWC, "LwF": LwF, 
                                             "PackNet": PackNet}
 if set(IMPLEMENTATIONS) != set(methods_of(Family.SHARED)):
     raise ImportError("continual.IMPLEMENTATIONS and network.methods' shared-backbone methods differ")
-__all__ = ["IMPLEMENTATIONS", "learn", "forget_sequence"]
+__all__ = ["IMPLEMENTATIONS", "sequence_unit", "forget_sequence"]
 
 
-def learn(ctx: Context, samples: list[TaskSample]) -> None:
-    """Learn the selected tasks in order with one shared backbone, resuming where a previous run stopped, with the
-    method's own hyper-parameters as the context holds them (and every file records them)."""
-    log.info("%s on %s (%s), %d task(s), shared backbone, device %s", ctx.method, ctx.arch, ctx.backbone_id,
-             len(samples), ctx.device)
-    print(learn_sequence(ctx, samples, IMPLEMENTATIONS[ctx.method](ctx)))
+def sequence_unit(ctx: Context, samples: list[TaskSample]) -> WorkUnit:
+    """The method's whole task sequence as one unit of work: one process learns the tasks in order with one shared
+    backbone, resuming where a previous run stopped, with the method's own hyper-parameters as the context holds
+    them (and every file records them)."""
+    def learn() -> None:
+        if distributed.is_torchrun():
+            log.info("%s seed %d: learnt by %s", ctx.method, ctx.recipe.seed, distributed.describe())
+        print(learn_sequence(ctx, samples, IMPLEMENTATIONS[ctx.method](ctx)))
+
+    return WorkUnit(f"{ctx.method} seed {ctx.recipe.seed}",
+                    sum(task_cost(len(sample.train), len(sample.val), ctx.recipe.epochs) for sample in samples), learn)

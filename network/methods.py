@@ -193,6 +193,12 @@ _SPECS = [
 REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
 METHODS = tuple(REGISTRY)
 DEFAULT_METHOD = METHODS[0]
+# named sets of methods that --method accepts in place of a list. "paper": CLR, CLR-Full and every continual-learning
+# method of the paper's comparison that this project implements (the release's own variants, li18/li50 and the
+# scratch and probe references are left out: run them by name)
+METHOD_SETS: dict[str, tuple[str, ...]] = {
+    "paper": ("Ghost_reduced_v1", "Ghost", "SGD", "EWC", "LwF", "ER", "SI", "PSP", "PackNet", "Piggyback", "SupSup"),
+}
 
 
 def method_spec(method: str) -> MethodSpec:
@@ -231,6 +237,29 @@ def method_options(method: str, given: dict[str, int | float] | None = None) -> 
         if problem:
             raise NetworkError(f"{option_flag(name)} {problem}, got {value}")
     return {name: given.get(name, option.default) for name, option in spec.options.items()}
+
+
+def expand_methods(names: list[str]) -> list[str]:
+    """The methods ``--method`` names, with each named set (``paper``) spelled out, each method once, in order."""
+    methods: list[str] = []
+    for name in names:
+        methods += [method for method in METHOD_SETS.get(name, (name,)) if method not in methods]
+    for method in methods:
+        method_spec(method)
+    return methods
+
+
+def options_of_methods(methods: list[str], given: dict[str, int | float]) -> dict[str, dict[str, int | float]]:
+    """Each method's options as a run of ``methods`` uses them (see ``method_options``). An option given must
+    belong to one of them; with one method the refusal is ``method_options``' own."""
+    if len(methods) > 1:
+        for name in given:
+            if owner_of(name) not in methods:
+                raise NetworkError(f"{option_flag(name)} is an option of --method {owner_of(name)}, which is not "
+                                   f"among the methods chosen ({', '.join(methods)})")
+    return {method: method_options(method, {name: value for name, value in given.items()
+                                            if len(methods) == 1 or owner_of(name) == method})
+            for method in methods}
 
 
 def backbone_choice(method: str, arch: str | None, weights: str | None) -> tuple[str, str]:

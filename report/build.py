@@ -85,16 +85,19 @@ def draw_figures(tables: dict, results: list[MethodResults], folder: Path) -> li
     return paths
 
 
-def write_report(layout: Layout, tasks: list[TaskInfo], ctx: Context | None = None) -> str:
+def write_report(layout: Layout, tasks: list[TaskInfo], contexts: list[Context] | None = None) -> str:
     """Tables and figures for every method with results in the result folder over ``tasks`` (in run order). With
-    a ``ctx`` (None: --no-verify), each isolated method's saved tasks that match its backbone, image size and
-    data are re-evaluated first; a mismatch is an error, raised after everything is written."""
+    ``contexts`` (None: --no-verify), each isolated method's saved tasks that match its backbone, image size and
+    data are re-evaluated first, with the context of that method (a method found in the folder but not run now:
+    the first context's backbone); a mismatch is an error, raised after everything is written."""
     results = [read_method(layout, method, tasks) for method in find_methods(layout)]
     results = [r for r in results if r.accuracy.size]
     if not results:
         raise RunError(f"no results for the selected task(s) in {layout.result}")
     samples = {}
-    checks = {r.name: verify_method(ctx, r, tasks, samples) for r in results}
+    by_method = {ctx.method: ctx for ctx in contexts or []}
+    checks = {r.name: verify_method(by_method.get(r.name, contexts[0]) if contexts else None, r, tasks, samples)
+              for r in results}
     frame = task_frame(tasks, results)
     accuracy, params, stored = accuracy_frame(frame, results), params_frame(frame, results), bytes_frame(frame, results)
     tables = {"tasks": frame, "accuracy": accuracy, "params": params,
@@ -111,12 +114,16 @@ def write_report(layout: Layout, tasks: list[TaskInfo], ctx: Context | None = No
     return text
 
 
-def report_run(ctx: Context, tasks: list[TaskInfo], task_mapper: bool) -> None:
-    """The end of a run, and --report: with ``task_mapper`` (an isolated method), answer every finished task's
-    validation images without task labels; then verify every method's saved tasks and write the tables and
-    figures."""
-    finished = [ctx.source.sample(task) for task in tasks if ctx.weight_path(task).exists()]
-    agnostic = write_task_agnostic(ctx, finished) if task_mapper else None
-    print(write_report(ctx.layout, tasks, ctx))
-    if agnostic is not None:
-        print(agnostic.summary())
+def report_run(contexts: list[Context], tasks: list[TaskInfo], task_agnostic: list[Context]) -> None:
+    """The end of a run, and --report, for the methods of one result folder: for each context of
+    ``task_agnostic`` (the isolated methods), answer every finished task's validation images without task labels;
+    then verify every method's saved tasks and write the tables and figures."""
+    summaries = []
+    for ctx in task_agnostic:
+        finished = [ctx.source.sample(task) for task in tasks if ctx.weight_path(task).exists()]
+        agnostic = write_task_agnostic(ctx, finished)
+        if agnostic is not None:
+            summaries.append(agnostic.summary())
+    print(write_report(contexts[0].layout, tasks, contexts))
+    for summary in summaries:
+        print(summary)

@@ -13,6 +13,7 @@ import main
 import training.fit
 from benchmarks import balance
 from dataset.synthetic import DEMO_TASKS
+from dataset.task import TaskInfo
 from tests import conftest
 from tests.conftest import read_csv
 from training import distributed
@@ -150,16 +151,24 @@ def test_balance_largest_first_beats_round_robin_and_respects_the_largest_task(c
     assert "53 tasks" in printed
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--method", "SGD"], "--method SGD learns its tasks one after another on one shared backbone"),
-    (["--report"], "--report and --predict work in one process"),
-    (["--predict", "x.png", "--task", "shapes"], "--report and --predict work in one process")])
-def test_what_cannot_be_spread_over_processes_refuses_torchrun(monkeypatch, extra, message):
+def test_balance_counts_isolated_tasks_and_whole_sequences_as_units():
+    tasks = [TaskInfo(order=k, task_id=k, name=name, class_num=2, train_num=train, val_num=10)
+             for k, (name, train) in enumerate([("a", 90), ("b", 40)])]
+    units = balance.unit_costs(tasks, ["Ghost_reduced_v1", "EWC"], seeds=2, epochs=3)
+    assert units == [("Ghost_reduced_v1 seed 0 a", 300), ("Ghost_reduced_v1 seed 0 b", 150),
+                     ("EWC seed 0 (sequence)", 450), ("Ghost_reduced_v1 seed 1 a", 300),
+                     ("Ghost_reduced_v1 seed 1 b", 150), ("EWC seed 1 (sequence)", 450)]
+    # two processes: each takes one sequence first, then the isolated tasks fill in, largest first
+    assert balance.largest_first_loads([cost for _, cost in units], 2) == [900, 900]
+
+
+@pytest.mark.parametrize("extra", [["--report"], ["--predict", "x.png", "--task", "shapes"]])
+def test_report_and_predict_refuse_torchrun_and_training_any_method_goes_ahead(monkeypatch, extra):
     args = main.parse_args(["--data", "DATA", *extra])
-    main.refuse_torchrun(args, main.mode_of(args))  # a plain run goes ahead
+    main.refuse_torchrun(main.mode_of(args))  # a plain run goes ahead
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(main.RunError, match=message):
-        main.refuse_torchrun(args, main.mode_of(args))
-    clr = main.parse_args(["--data", "DATA"])
-    main.refuse_torchrun(clr, main.mode_of(clr))  # CLR's tasks are spread over the processes
+    with pytest.raises(main.RunError, match="--report and --predict work in one process"):
+        main.refuse_torchrun(main.mode_of(args))
+    for method in ("Ghost_reduced_v1", "SGD", "PackNet"):  # isolated tasks and whole sequences are units of work
+        main.refuse_torchrun(main.mode_of(main.parse_args(["--data", "DATA", "--method", method])))

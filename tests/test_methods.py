@@ -9,7 +9,8 @@ import continual
 import main
 from common.cli import Option
 from common.errors import NetworkError
-from network import REGISTRY, Family, build_model, load_backbone, method_options, method_spec, methods_of
+from network import (DEFAULT_METHOD, METHOD_SETS, REGISTRY, Family, build_model, load_backbone, method_options,
+                     method_spec, methods_of)
 from network.methods import options_markdown
 from report.methods import display_name, method_label, paper_order
 
@@ -102,8 +103,38 @@ def test_the_command_line_refuses_in_one_line(argv, error, capsys):
 
 def test_the_command_line_gives_the_methods_options_to_the_run():
     args = main.parse_args(["--method", "EWC", "--ewc-gamma", "0.5"])
-    assert args.method_options == {"ewc_lambda": 10.0, "ewc_gamma": 0.5}
-    assert main.parse_args(["--method", "Ghost"]).method_options == {}
+    assert [(m.method, m.options) for m in args.methods] == [("EWC", {"ewc_lambda": 10.0, "ewc_gamma": 0.5})]
+    assert main.parse_args(["--method", "Ghost"]).methods[0].options == {}
+
+
+def test_several_methods_each_get_their_own_options_backbone_and_the_named_set_spells_out():
+    args = main.parse_args(["--data", "D", "--method", "EWC", "SupSup", "EWC", "PackNet", "--packnet-prune", "0.5"])
+    assert [(m.method, m.weights, m.options) for m in args.methods] == [
+        ("EWC", "imagenet", {"ewc_lambda": 10.0, "ewc_gamma": 1.0}), ("SupSup", "none", {"supsup_sparsity": 0.5}),
+        ("PackNet", "imagenet", {"packnet_keep": 0.5, "packnet_prune": 0.5, "packnet_retrain_epochs": 10,
+                                 "packnet_retrain_lr": 1e-4})]
+    paper = main.parse_args(["--method", "paper"]).methods
+    assert [m.method for m in paper] == list(METHOD_SETS["paper"])
+    assert {m.method for m in paper} <= set(REGISTRY) and paper[0].method == DEFAULT_METHOD
+    assert main.parse_args([]).seeds == [0] and main.parse_args(["--seed", "4"]).seeds == [4]
+    assert main.parse_args(["--seeds", "3", "1"]).seeds == [3, 1]
+
+
+@pytest.mark.parametrize("argv, error", [
+    (["--method", "EWC", "Linear", "--si-c", "1"],
+     "error: --si-c is an option of --method SI, which is not among the methods chosen (EWC, Linear)"),
+    (["--method", "Linear", "--si-c", "1"], "error: --si-c is an option of --method SI, not of --method Linear"),
+    (["--seed", "1", "--seeds", "1", "2"], "error: give --seed or --seeds, not both"),
+    (["--seeds", "1", "2", "1"], "error: --seeds lists seed 1 more than once"),
+    (["--method", "CLR"], "error: argument --method: invalid choice: 'CLR'"),
+    (["--predict", "x.png", "--task", "a", "--method", "EWC", "SGD"], "error: --predict takes one --method"),
+    (["--predict", "x.png", "--task", "a", "--method", "paper"], "error: --predict takes one --method")])
+def test_several_methods_and_seeds_are_refused_in_one_line(argv, error, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main.parse_args(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(error) and err.count("\n") == 1
 
 
 def test_the_options_page_holds_the_registrys_table():

@@ -2,6 +2,7 @@
 a fresh copy of the frozen backbone, so tasks never interact. Finished tasks are skipped, an interrupted one
 resumes, and each task's log goes to its own file."""
 import contextlib
+import functools
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -11,13 +12,14 @@ import torch
 
 from common.errors import ClrError, Terminated, WriteError, stop_line
 from dataset.task import TaskSample
-from network import load_task_state, method_spec, parameter_cost, stored_state
+from network import load_task_state, parameter_cost, stored_state
 from training import distributed
 from training.context import Context
 from training.fit import fit
 from training.loop import build_task_model
 from training.record import TaskRecord, require_same_settings, task_record
 from training.results import read_results, record_result, record_results, write_results
+from training.work import WorkUnit, task_cost
 
 log = logging.getLogger("clr")
 
@@ -126,22 +128,19 @@ def learn_isolated_task(ctx: Context, sample: TaskSample, number: int, total: in
 
 
 def record_finished(ctx: Context, samples: list[TaskSample]) -> None:
-    """Write the rows of every selected task that has a record into <method>.csv, once, from the records."""
+    """Under torchrun, once every process is done: the leader writes the rows of every selected task that has a
+    record into <method>.csv, once, from the records (a plain run wrote each row as its task finished)."""
+    if not (distributed.is_torchrun() and distributed.is_leader()):
+        return
     finished = [(sample.task, finished_record(ctx, sample)) for sample in samples]
     record_results(ctx.csv_path, [(task.task_id, task.name, record.best_acc)
                                   for task, record in finished if record is not None])
 
 
-def learn_isolated_tasks(ctx: Context, samples: list[TaskSample], task_done: TaskDone) -> None:
-    """Learn the tasks, skipping those already done and resuming one that was interrupted. A plain run learns them
-    in order. Under torchrun each process learns the tasks it claims, largest first; this returns when every
-    process is done, after the leader has written <method>.csv from the records."""
-    log.info("%s on %s (%s), %d task(s), device %s", method_spec(ctx.method).label, ctx.arch, ctx.backbone_id,
-             len(samples), ctx.device)
-    costs = [len(sample.train) + len(sample.val) for sample in samples]
-    for index in distributed.my_tasks(costs):
-        learn_isolated_task(ctx, samples[index], index + 1, len(samples), task_done)
-    if distributed.is_torchrun():
-        distributed.barrier()
-        if distributed.is_leader():
-            record_finished(ctx, samples)
+def isolated_units(ctx: Context, samples: list[TaskSample], task_done: TaskDone) -> list[WorkUnit]:
+    """One unit of work per task: a task already done is skipped and an interrupted one resumes, whichever process
+    claims it."""
+    return [WorkUnit(f"{ctx.method} seed {ctx.recipe.seed} {sample.task.name}",
+                     task_cost(len(sample.train), len(sample.val), ctx.recipe.epochs),
+                     functools.partial(learn_isolated_task, ctx, sample, number, len(samples), task_done))
+            for number, sample in enumerate(samples, 1)]

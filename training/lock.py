@@ -22,3 +22,13 @@ def run_lock(path: Path, holder: bool = True) -> Iterator[None]:
             raise RunError(f"another run is using the weight folder {path.parent} (it holds {path}): wait for it to "
                            "finish or stop it, or pass another --weight folder") from None
         yield
+
+
+@contextlib.contextmanager
+def run_locks(paths: list[Path], holder: bool = True) -> Iterator[None]:
+    """Hold every lock of ``paths`` (a run with several seeds: the top weight folder's and each seed folder's), so
+    that no other run uses any of those folders meanwhile."""
+    with contextlib.ExitStack() as stack:
+        for path in dict.fromkeys(paths):
+            stack.enter_context(run_lock(path, holder))
+        yield

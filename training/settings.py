@@ -37,6 +37,17 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class MethodSettings:
+    """One method of a run: the backbone it trains on (the arch and weights it implies or was given) and its own
+    options, checked against the registry."""
+
+    method: str
+    arch: str
+    weights: str
+    options: dict[str, int | float]
+
+
+@dataclass(frozen=True)
 class Runtime:
     """Where and how the arithmetic runs. It changes speed and floating-point rounding, never the recipe."""
 
@@ -102,6 +113,16 @@ class Layout:
 
     result: Path
     weight: Path
+
+    def for_seed(self, seed: int) -> "Layout":
+        """The folders of one seed of a run with several (--seeds): seed_<S>/ under --result and --weight, each a
+        complete result and weight folder of its own."""
+        return Layout(result=self.result / f"seed_{seed}", weight=self.weight / f"seed_{seed}")
+
+    def seeds(self, seeds: list[int]) -> dict[int, "Layout"]:
+        """Each seed's layout: this one for a single seed (a plain run's files, where they always were), seed_<S>/
+        folders for several."""
+        return {seeds[0]: self} if len(seeds) == 1 else {seed: self.for_seed(seed) for seed in seeds}
 
     # --weight: the record of each finished task, resume points, the sequence's state, anchors, the run lock
     def weights(self, task_name: str, method: str) -> Path:
