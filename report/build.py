@@ -8,8 +8,8 @@ from dataset.sources import open_data, select_tasks
 from dataset.task import TaskInfo
 from inference.agnostic import write_task_agnostic
 from report import figures
-from report.inputs import MethodResults, read_method, tasks_from_results
-from report.methods import find_methods, method_label
+from report.inputs import MethodResults, tasks_from_results
+from report.methods import find_methods, method_label, read_methods
 from report.tables import (accuracy_frame, bytes_frame, common_tasks, matrix_markdown, params_frame, per_task_markdown,
                            summary_frame, summary_markdown, task_agnostic_markdown, task_frame, wide_csv)
 from report.verify import Verification, describe, verify_method
@@ -89,8 +89,7 @@ def write_report(layout: Layout, tasks: list[TaskInfo], ctx: Context | None = No
     """Tables and figures for every method with results in the result folder over ``tasks`` (in run order). With
     a ``ctx`` (None: --no-verify), each isolated method's saved tasks that match its backbone, image size and
     data are re-evaluated first; a mismatch is an error, raised after everything is written."""
-    results = [read_method(layout, method, tasks) for method in find_methods(layout)]
-    results = [r for r in results if r.accuracy.size]
+    results = read_methods(layout, tasks)
     if not results:
         raise RunError(f"no results for the selected task(s) in {layout.result}")
     samples = {}
