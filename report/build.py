@@ -58,7 +58,8 @@ def report_text(results: list[MethodResults], checks: dict[str, Verification], t
         "## Methods and verification\n\n" + "\n".join(settings_line(r, checks[r.name]) for r in results)
         + "\n\nIsolated methods store each task's state apart from every other's, so their backward transfer "
         "(BWT) is 0 by construction; it is shown as 0.00 where every task re-evaluated equal to its record.",
-        "## Summary\n\n" + summary_markdown(summary, checks, common),
+        "## Summary\n\n" + summary_markdown(summary, checks, common) + "\n\nWith one seed no interval can be given for "
+        "these numbers; `--seeds` runs several, and the report across them gives each average with its 95% interval.",
         "## Per task\n\nAccuracy is the best validation accuracy; params % is the extra parameters the task adds, in "
         "% of the backbone (the average row is the mean per task). The summary's \"stored per task\" counts bytes: a "
         "float at its size, a binary mask at one bit per weight, ER's kept images.\n\n"
