@@ -172,7 +172,8 @@ def differences_frame(tables: SeedTables) -> pd.DataFrame:
         estimate = Estimate.of(difference)
         rows[other] = {**estimate.fields("difference"), "excludes_zero": estimate.excludes_zero,
                        **{f"difference_seed_{seed}": difference[seed] for seed in tables.seeds}}
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
+    columns = [*NO_SEED.fields("difference"), "excludes_zero", *(f"difference_seed_{seed}" for seed in tables.seeds)]
+    return pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns).rename_axis("method")
 
 
 def estimate(row: pd.Series, prefix: str) -> Estimate:
