@@ -8,8 +8,8 @@ from dataset.sources import open_data, select_tasks
 from dataset.task import TaskInfo
 from inference.agnostic import write_task_agnostic
 from report import figures
-from report.inputs import MethodResults, read_method, tasks_from_results
-from report.methods import find_methods, method_label
+from report.inputs import MethodResults, tasks_from_results
+from report.methods import find_methods, method_label, read_methods
 from report.tables import (accuracy_frame, bytes_frame, common_tasks, matrix_markdown, params_frame, per_task_markdown,
                            summary_frame, summary_markdown, task_agnostic_markdown, task_frame, wide_csv)
 from report.verify import Verification, describe, verify_method
@@ -58,7 +58,8 @@ def report_text(results: list[MethodResults], checks: dict[str, Verification], t
         "## Methods and verification\n\n" + "\n".join(settings_line(r, checks[r.name]) for r in results)
         + "\n\nIsolated methods store each task's state apart from every other's, so their backward transfer "
         "(BWT) is 0 by construction; it is shown as 0.00 where every task re-evaluated equal to its record.",
-        "## Summary\n\n" + summary_markdown(summary, checks, common),
+        "## Summary\n\n" + summary_markdown(summary, checks, common) + "\n\nWith one seed no interval can be given for "
+        "these numbers; `--seeds` runs several, and the report across them gives each average with its 95% interval.",
         "## Per task\n\nAccuracy is the best validation accuracy; params % is the extra parameters the task adds, in "
         "% of the backbone (the average row is the mean per task). The summary's \"stored per task\" counts bytes: a "
         "float at its size, a binary mask at one bit per weight, ER's kept images.\n\n"
@@ -90,8 +91,7 @@ def write_report(layout: Layout, tasks: list[TaskInfo], contexts: list[Context] 
     ``contexts`` (None: --no-verify), each isolated method's saved tasks that match its backbone, image size and
     data are re-evaluated first, with the context of that method (a method found in the folder but not run now:
     the first context's backbone); a mismatch is an error, raised after everything is written."""
-    results = [read_method(layout, method, tasks) for method in find_methods(layout)]
-    results = [r for r in results if r.accuracy.size]
+    results = read_methods(layout, tasks)
     if not results:
         raise RunError(f"no results for the selected task(s) in {layout.result}")
     samples = {}

@@ -1,6 +1,7 @@
 """The report's figures (matplotlib, headless): per-task accuracy, accuracy against parameters per task,
-training curves and accuracy matrices. Each is saved as a PNG under a stable name (SVG was dropped: at 53 tasks
-the training curves made a 1.7 MB file, and every run paid for it)."""
+training curves and accuracy matrices, and across seeds, means with their spread and intervals. Each is saved as a
+PNG under a stable name (SVG was dropped: at 53 tasks the training curves made a 1.7 MB file, and every run paid
+for it)."""
 import math
 from pathlib import Path
 
@@ -31,25 +32,39 @@ def save(figure: plt.Figure, folder: Path, stem: str) -> list[Path]:
     return [path]
 
 
-def per_task_accuracy(tasks: pd.DataFrame, accuracy: pd.DataFrame, folder: Path) -> list[Path]:
+def per_task_accuracy(tasks: pd.DataFrame, accuracy: pd.DataFrame, folder: Path, spread: pd.DataFrame | None = None,
+                      stem: str = "per_task_accuracy") -> list[Path]:
     """Every method's accuracy on every task, tasks sorted by the first method's (CLR's) accuracy, one row per
-    task so that 53 task names stay readable."""
+    task so that 53 task names stay readable. With ``spread`` (the sd across seeds of each task and method),
+    ``accuracy`` holds the means and each point gets a bar of ± one sd; the methods then sit slightly apart in
+    the row, so that their bars do not hide each other."""
     first = accuracy.columns[0]
     order = accuracy.sort_values(by=first, na_position="first").index
-    figure, axes = plt.subplots(figsize=(8, 1.8 + 0.26 * len(order)), layout="constrained")
+    figure, axes = plt.subplots(figsize=(8, 1.8 + (0.26 if spread is None else 0.4) * len(order)),
+                                layout="constrained")
     rows = np.arange(len(order))
     axes.hlines(rows, 0, 100, colors="0.92", linewidth=0.8, zorder=0)
+    apart = np.linspace(-0.25, 0.25, len(accuracy.columns)) if spread is not None and len(accuracy.columns) > 1 \
+        else np.zeros(len(accuracy.columns))
     for k, method in enumerate(accuracy.columns):
-        axes.scatter(100 * accuracy.loc[order, method], rows, marker=MARKERS[k % len(MARKERS)], s=28,
-                     label=f"{display_name(method)} (average {100 * accuracy[method].mean():.2f}%)", zorder=2)
+        if spread is None:
+            label = f"{display_name(method)} (average {100 * accuracy[method].mean():.2f}%)"
+            axes.scatter(100 * accuracy.loc[order, method], rows, marker=MARKERS[k % len(MARKERS)], s=28,
+                         label=label, zorder=2)
+        else:  # no average in the label: the report's averages across seeds are over the common tasks only
+            axes.errorbar(100 * accuracy.loc[order, method], rows + apart[k],  # one seed gives no spread, no bar
+                          xerr=100 * spread.loc[order, method].fillna(0.0), fmt=MARKERS[k % len(MARKERS)],
+                          markersize=5, capsize=2, elinewidth=1, label=display_name(method), zorder=2)
     axes.set_yticks(rows, tasks.loc[order, "task_name"], fontsize=8)
     axes.set_ylim(-0.7, len(order) - 0.3)
     axes.set_xlim(0, 100)
-    axes.set_xlabel("best validation accuracy (%)")
-    axes.set_title(f"Accuracy per task ({len(order)} tasks, sorted by {display_name(first)})")
+    axes.set_xlabel("best validation accuracy (%)" if spread is None
+                    else "best validation accuracy (%), mean over seeds ± one sd")
+    axes.set_title(f"{'Accuracy' if spread is None else 'Mean accuracy over seeds'} per task ({len(order)} tasks, "
+                   f"sorted by {display_name(first)})")
     figure.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     axes.grid(axis="x", alpha=0.4)
-    return save(figure, folder, "per_task_accuracy")
+    return save(figure, folder, stem)
 
 
 def accuracy_vs_parameters(summary: pd.DataFrame, common: int, folder: Path) -> list[Path]:
@@ -133,3 +148,22 @@ def accuracy_matrix(results: MethodResults, folder: Path) -> list[Path]:
     axes.set_title(f"{display_name(results.name)}: accuracy matrix")
     figure.colorbar(image, ax=axes, label="accuracy (%)", fraction=0.04)
     return save(figure, folder, f"accuracy_matrix_{results.name}")
+
+
+def average_accuracy_intervals(summary: pd.DataFrame, common: int, folder: Path) -> list[Path]:
+    """Each method's average accuracy, as a mean over seeds with its 95% interval (columns ``average_seeds``,
+    ``average_mean``, ``average_half_width``): a gap between two methods that these bars cover may be seed noise.
+    A method with one seed has its point and no bar, and says so."""
+    shown = summary.dropna(subset=["average_mean"])
+    figure, axes = plt.subplots(figsize=(8, 1.6 + 0.4 * len(shown)), layout="constrained")
+    for k, (method, row) in enumerate(shown.iterrows()):
+        half_width = None if math.isnan(row.average_half_width) else 100 * row.average_half_width
+        axes.errorbar(100 * row.average_mean, k, xerr=half_width, fmt=MARKERS[k % len(MARKERS)], markersize=7,
+                      capsize=4, color=f"C{k}")
+    axes.set_yticks(range(len(shown)), [display_name(m) + ("" if n >= 2 else " (one seed)")
+                                        for m, n in zip(shown.index, shown.average_seeds)])
+    axes.set_ylim(len(shown) - 0.5, -0.5)  # the paper's order, top down
+    axes.set_xlabel(f"average accuracy over {common} common tasks (%): mean over seeds, 95% interval")
+    axes.set_title("Average accuracy across seeds")
+    axes.grid(axis="x", alpha=0.4)
+    return save(figure, folder, "seeds_average_accuracy")

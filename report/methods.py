@@ -2,7 +2,9 @@
 import csv
 from pathlib import Path
 
+from dataset.task import TaskInfo
 from network import METHODS, REGISTRY
+from report.inputs import MethodResults, read_method
 from training.results import CSV_HEADER
 from training.settings import Layout
 
@@ -38,3 +40,10 @@ def find_methods(layout: Layout) -> list[str]:
         return []
     return paper_order([layout.method_of_csv(path) for path in layout.result.glob("*.csv")
                         if is_result_csv(layout, path)])
+
+
+def read_methods(layout: Layout, tasks: list[TaskInfo]) -> list[MethodResults]:
+    """Every method in the result folder that finished at least one of ``tasks``, in the paper's order: what one
+    run's report covers, and what each seed contributes to the report across seeds."""
+    results = [read_method(layout, method, tasks) for method in find_methods(layout)]
+    return [r for r in results if r.accuracy.size]

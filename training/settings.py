@@ -172,10 +172,36 @@ class Layout:
     def figures(self) -> Path:
         return self.result / "figures"
 
+    # the top --result folder of a run over several seeds (each seed's own files lie in a folder of its own)
+    @property
+    def seeds_report(self) -> Path:
+        """The report across seeds: the top folder's report.md, beside the seeds' folders with their own."""
+        return self.report
+
+    @property
+    def seeds_summary_csv(self) -> Path:
+        """One row per method: its average accuracy and BWT over seeds, with their intervals."""
+        return self.result / "seeds_summary.csv"
+
+    @property
+    def seeds_differences_csv(self) -> Path:
+        """CLR's average minus each other method's, paired by seed, with its interval."""
+        return self.result / "seeds_differences.csv"
+
+    @property
+    def paper_table_csv(self) -> Path:
+        """The paper-style table across seeds: <method>_mean and <method>_sd per task."""
+        return self.result / "paper_table.csv"
+
+    @property
+    def paper_table_md(self) -> Path:
+        return self.result / "paper_table.md"
+
     def method_of_csv(self, path: Path) -> str | None:
         """The method whose <method>.csv ``path`` is, or None for the other CSVs beside them."""
         name = path.name
-        if (path.parent != self.result or path.suffix != ".csv" or path == self.results_wide
+        if (path.parent != self.result or path.suffix != ".csv"
+                or path in (self.results_wide, self.seeds_summary_csv, self.seeds_differences_csv, self.paper_table_csv)
                 or name.startswith("task_agnostic_") or name.endswith("_matrix.csv")):
             return None
         return path.stem
