@@ -301,7 +301,7 @@ def report(args: argparse.Namespace) -> int:
             print(write_report(layout, tasks[seed], None))
         if len(layouts) > 1:
             every = {task.task_id: task for seed_tasks in tasks.values() for task in seed_tasks}
-            print(write_seeds_report(top.result, layouts, sorted(every.values(), key=lambda task: task.order)))
+            print(write_seeds_report(top, layouts, sorted(every.values(), key=lambda task: task.order)))
         return 0
     source, tasks = open_selected(args)
     report_seeds(top, layouts, run_contexts(args, source, layouts), tasks)
@@ -315,7 +315,7 @@ def report_seeds(top: Layout, layouts: dict[int, Layout], contexts: list[Context
         mine = [ctx for ctx in contexts if ctx.layout == layout]
         report_run(mine, tasks, task_agnostic=[ctx for ctx in mine if driver_of(ctx.method).task_mapper])
     if len(layouts) > 1:
-        print(write_seeds_report(top.result, layouts, tasks))
+        print(write_seeds_report(top, layouts, tasks))
 
 
 def train(args: argparse.Namespace) -> int:

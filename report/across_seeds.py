@@ -298,11 +298,11 @@ def report_text(tables: SeedTables, seed_layouts: dict[int, Layout], summary: pd
     return "\n\n".join(sections) + "\n"
 
 
-def write_seeds_report(result: Path, seed_layouts: dict[int, Layout], tasks: list[TaskInfo]) -> str:
-    """The report across seeds, written into the top ``result`` folder (its own report.md, CSVs and figures) from
-    each seed's result folder over ``tasks`` (in run order): what one seed's report cannot say, whether a
+def write_seeds_report(layout: Layout, seed_layouts: dict[int, Layout], tasks: list[TaskInfo]) -> str:
+    """The report across seeds, written into the run's top result folder (its own report.md, CSVs and figures)
+    from each seed's result folder over ``tasks`` (in run order): what one seed's report cannot say, whether a
     difference between methods stands out from seed-to-seed noise. Returns the report's text."""
-    layout = Layout(result, result)  # the weight folder is not used: only result files are written
+    result = layout.result
     tables = read_seed_tables(seed_layouts, tasks)
     summary, differences = summary_frame(tables), differences_frame(tables)
     paper = paper_frame(tables, summary)

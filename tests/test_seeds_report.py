@@ -63,8 +63,8 @@ def three_seeds(tmp_path) -> tuple[Path, dict[int, Layout]]:
 
 def test_three_seeds_means_sds_intervals_and_paired_differences(three_seeds):
     result, layouts = three_seeds
-    report = write_seeds_report(result, layouts, TASKS)
-    top = Layout(result, result)
+    top = Layout(result, result.parent / "weight")
+    report = write_seeds_report(top, layouts, TASKS)
     assert top.seeds_report.read_text() == report
     half = 4.303 / math.sqrt(3)
 
@@ -138,7 +138,7 @@ def test_three_seeds_means_sds_intervals_and_paired_differences(three_seeds):
 
 def test_one_seed_gives_no_interval_and_no_zeros(tmp_path):
     layout = write_seed(tmp_path, 0)
-    report = write_seeds_report(tmp_path / "result", {0: layout}, TASKS)
+    report = write_seeds_report(Layout(tmp_path / "result", tmp_path / "weight"), {0: layout}, TASKS)
     assert "With one seed no interval can be given" in report
     rows = {row["method"]: row for row in table(report, "method")}
     for method in ("CLR", "Linear", "EWC"):
