@@ -115,7 +115,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                      "(on a CPU, its own bf16 autocast); fp32: the release's numerics")
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     run.add_argument("--fresh", action="store_true",
-                     help="forget the selected tasks' results, weights and checkpoints, and start over")
+                     help="forget the selected tasks' results, weights and checkpoints (of every method and seed "
+                     "selected), and start over")
     add_options(parser, "method options (each only with its own --method)", [dict(all_options())])
     add_report_arguments(parser)
     prediction.add_arguments(parser)

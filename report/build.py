@@ -29,8 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def require_results(layout: Layout) -> None:
     """--report on a folder without results stops at once, before any data or device is touched."""
     if not find_methods(layout):
+        seeds = " ".join(map(str, layout.seeds_found()))
+        hint = f" (it holds the folders of a run over several seeds: pass --seeds {seeds})" if seeds else ""
         raise RunError(f"no results to report in {layout.result}: no <method>.csv with the header "
-                       f"{','.join(CSV_HEADER)}")
+                       f"{','.join(CSV_HEADER)}{hint}")
 
 
 def tasks_on_disk(layout: Layout, data: Path | None, stat: Path | None, wanted: list[str] | None) -> list[TaskInfo]:

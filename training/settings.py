@@ -107,6 +107,9 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
+SEED_FOLDER = "seed_"  # each seed's folders, under --result and --weight, of a run over several seeds
+
+
 @dataclass(frozen=True)
 class Layout:
     """Every file a run reads or writes under --result and --weight, named here and nowhere else."""
@@ -117,7 +120,12 @@ class Layout:
     def for_seed(self, seed: int) -> "Layout":
         """The folders of one seed of a run with several (--seeds): seed_<S>/ under --result and --weight, each a
         complete result and weight folder of its own."""
-        return Layout(result=self.result / f"seed_{seed}", weight=self.weight / f"seed_{seed}")
+        return Layout(result=self.result / f"{SEED_FOLDER}{seed}", weight=self.weight / f"{SEED_FOLDER}{seed}")
+
+    def seeds_found(self) -> list[int]:
+        """The seeds whose seed_<S>/ result folders are here (a run over several seeds wrote them)."""
+        return sorted(int(path.name.removeprefix(SEED_FOLDER)) for path in self.result.glob(f"{SEED_FOLDER}*")
+                      if path.is_dir() and path.name.removeprefix(SEED_FOLDER).isdigit())
 
     def seeds(self, seeds: list[int]) -> dict[int, "Layout"]:
         """Each seed's layout: this one for a single seed (a plain run's files, where they always were), seed_<S>/
