@@ -32,7 +32,7 @@ def test_every_method_has_one_spec_and_one_family():
 def test_the_cli_offers_exactly_the_registrys_methods_and_options():
     parser = main.get_args_parser()
     method = next(action for action in parser._actions if "--method" in action.option_strings)
-    assert tuple(method.choices) == tuple(REGISTRY)
+    assert tuple(method.choices) == (*REGISTRY, *METHOD_SETS)  # every method, then the named sets
     flags = {option for action in parser._actions for option in action.option_strings}
     for spec in REGISTRY.values():
         for name in spec.options:
