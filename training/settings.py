@@ -122,9 +122,13 @@ class Layout:
     def lock(self) -> Path:
         return self.weight / ".clr-run.lock"
 
-    # --result: logs, manifests, the per-method CSVs, the report
+    # --result: logs, per-epoch metrics, manifests, the per-method CSVs, the report
     def task_log(self, task_name: str, method: str) -> Path:
         return self.result / task_name / f"{method}.log"
+
+    def metrics(self, task_name: str, method: str) -> Path:
+        """The task's per-epoch metrics, one JSON object per line (see training.metrics)."""
+        return self.result / task_name / f"{method}.metrics.jsonl"
 
     def manifest(self, task_name: str) -> Path:
         return self.result / task_name / "manifest.csv"
