@@ -152,6 +152,11 @@ class Layout:
         return self.result / "results_wide.csv"
 
     @property
+    def verification(self) -> Path:
+        """What the report's re-evaluation found per method, as JSON, for programs (report.md says it in words)."""
+        return self.result / "verification.json"
+
+    @property
     def figures(self) -> Path:
         return self.result / "figures"
 
