@@ -21,7 +21,9 @@ tasks for 5 epochs, the run on the 3 demo tasks at 224 px for 3 epochs. All runs
 use. --quick uses resnet18, 32 px, 1-2 epochs, 3-class torchrun tasks, one thread per process, and speed.py
 --compile with compiling disabled (TORCH_COMPILE_DISABLE=1: inductor needs minutes on a small CPU).
 
-The peak GPU memory of every process is read from the task logs' "peak GPU memory <N> MiB" lines (null on the CPU).
+Epoch times, the process of each task and the peak GPU memory of every process (null on the CPU) are read from the
+tasks' metrics files (result/<task>/<method>.metrics.jsonl), training images from the tasks' manifests, and the
+verified tasks from result/verification.json: never from the wording of a log or of report.md.
 Everything runs through main.py's and speed.py's command lines, with this Python, --weights none and synthetic
 data written to a temporary folder: nothing is downloaded or installed. It writes <result>/acceptance_<device>.json
 (every figure, the device, the versions, the date, the command line), <result>/acceptance_<device>.md (tables to
@@ -46,6 +48,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from training.metrics import read_epochs  # noqa: E402
+from training.settings import Layout  # noqa: E402
+
 MAIN = ROOT / "main.py"
 SPEED = ROOT / "benchmarks" / "speed.py"
 STAT = ROOT / "stat.csv"  # the 53 DCT tasks' train and val counts
@@ -193,78 +200,73 @@ def tail_of(path: Path) -> str:
 
 # ---- what the runs leave behind ----
 
-EPOCH_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) epoch (\d+)/(\d+): .*\(([\d.]+)s\)\s*$")
-IMAGES_LINE = re.compile(r"images: (\d+) train, (\d+) val")
-PROCESS_LINE = re.compile(r"learnt by process (\d+) of (\d+)")
-PEAK_LINE = re.compile(r"peak GPU memory ([\d,.]+) MiB")
-VERIFIED = re.compile(r"(\d+) task\(s\) re-loaded onto a freshly built backbone and re-evaluated on their validation "
-                      r"split: all re-evaluated accuracies equal the recorded ones")
-
-
 @dataclass
-class TaskLog:
-    """What one task's log says: who learnt it, its training images, its epochs, its peak GPU memory."""
+class TaskMetrics:
+    """What one task's metrics file and manifest say: its training images and each epoch's record."""
 
     task: str
-    rank: int
     train_images: int
-    epochs: list[tuple[float, float]]  # (end time as a Unix time, seconds) of each epoch, in order
-    peak_mib: float | None
+    epochs: list[dict]  # the task's metrics records, in order (at least one)
+
+    @property
+    def process(self) -> int:
+        """The process that learnt it (its last epoch's: a resumed task may have started in another)."""
+        return self.epochs[-1]["process"]
 
 
-def read_task_logs(result: Path) -> list[TaskLog]:
-    """Every <result>/<task>/<method>.log."""
-    logs = []
-    for path in sorted(result.glob(f"*/{METHOD}.log")):
-        rank, train_images, epochs, peak = 0, 0, [], None
-        for line in path.read_text(errors="replace").splitlines():
-            if match := PROCESS_LINE.search(line):
-                rank = int(match[1])
-            elif match := IMAGES_LINE.search(line):
-                train_images = int(match[1])
-            elif match := EPOCH_LINE.match(line):
-                end = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S").timestamp()
-                epochs.append((end, float(match[4])))
-            if match := PEAK_LINE.search(line):
-                value = float(match[1].replace(",", ""))
-                peak = value if peak is None else max(peak, value)
-        logs.append(TaskLog(path.parent.name, rank, train_images, epochs, peak))
-    return logs
+def run_layout(folder: Path) -> Layout:
+    """The files of a main.py run of main_args(name): its --result and --weight folders under ``folder``."""
+    return Layout(folder / "result", folder / "weight")
 
 
-def peak_memory(logs: list[TaskLog]) -> dict:
-    """The largest 'peak GPU memory' of each process's tasks, in MiB (null where the logs have none)."""
+def manifest_train_images(path: Path) -> int:
+    with path.open(newline="") as file:
+        return sum(row["split"] == "train" for row in csv.DictReader(file))
+
+
+def read_task_metrics(layout: Layout) -> list[TaskMetrics]:
+    """Every task of the result folder with an epoch in its metrics file."""
+    tasks = []
+    for folder in sorted(path for path in layout.result.iterdir() if path.is_dir()):
+        epochs = read_epochs(layout.metrics(folder.name, METHOD))
+        if epochs:
+            tasks.append(TaskMetrics(folder.name, manifest_train_images(layout.manifest(folder.name)), epochs))
+    return tasks
+
+
+def peak_memory(tasks: list[TaskMetrics]) -> dict:
+    """The largest per-epoch peak GPU memory of each process's epochs, in MiB (null where it has none: the CPU)."""
     by_rank: dict[int, float | None] = {}
-    for log in logs:
-        known = [value for value in (by_rank.get(log.rank), log.peak_mib) if value is not None]
-        by_rank[log.rank] = max(known) if known else None
+    for epoch in (epoch for task in tasks for epoch in task.epochs):
+        known = [value for value in (by_rank.get(epoch["process"]), epoch["peak_gpu_mib"]) if value is not None]
+        by_rank[epoch["process"]] = max(known) if known else None
     values = [value for value in by_rank.values() if value is not None]
     return {"per_process_mib": [by_rank[rank] for rank in sorted(by_rank)], "max_mib": max(values) if values else None}
 
 
-def training_rates(logs: list[TaskLog]) -> dict:
-    """Training images/s from the task logs' epoch lines, which time each epoch's training and validation pass.
+def training_rates(tasks: list[TaskMetrics]) -> dict:
+    """Training images/s from the tasks' epoch records, whose wall_s times each epoch's training and validation pass.
 
     Per process: its tasks' training images times their epochs after the first (the first includes cuDNN's
-    algorithm search and is a warm-up), over those epochs' logged seconds. Summed over the processes, which train
-    side by side. The window rate checks that sum: every epoch's images over the wall time from the first epoch's
-    start to the last one's end (log times have 1 s resolution)."""
+    algorithm search and is a warm-up), over those epochs' seconds. Summed over the processes, which train side by
+    side. The window rate checks that sum: every epoch's images over the longest process's summed epoch seconds,
+    the job's training time when its processes run side by side."""
     per_rank: dict[int, list[float]] = {}
-    for log in logs:
-        timed = log.epochs[1:] or log.epochs  # a one-epoch task: its only epoch, warm-up and all
-        images, seconds = per_rank.setdefault(log.rank, [0.0, 0.0])
-        per_rank[log.rank] = [images + log.train_images * len(timed), seconds + sum(s for _, s in timed)]
+    busy: dict[int, float] = {}
+    for task in tasks:
+        timed = task.epochs[1:] or task.epochs  # a one-epoch task: its only epoch, warm-up and all
+        images, seconds = per_rank.setdefault(task.process, [0.0, 0.0])
+        per_rank[task.process] = [images + task.train_images * len(timed), seconds + sum(e["wall_s"] for e in timed)]
+        busy[task.process] = busy.get(task.process, 0.0) + sum(e["wall_s"] for e in task.epochs)
     rates = {rank: images / seconds for rank, (images, seconds) in sorted(per_rank.items()) if seconds > 0}
-    starts = [log.epochs[0][0] - log.epochs[0][1] for log in logs if log.epochs]
-    ends = [log.epochs[-1][0] for log in logs if log.epochs]
-    all_images = sum(log.train_images * len(log.epochs) for log in logs)
-    window = max(ends) - min(starts) if ends else 0
     if not rates:
-        raise StepFailed("no epoch lines in the task logs")
+        raise StepFailed("no epoch records in the tasks' metrics files")
+    all_images = sum(task.train_images * len(task.epochs) for task in tasks)
+    window = max(busy.values())
     return {"train_images_per_s": sum(rates.values()), "per_process_train_images_per_s": list(rates.values()),
             "train_images_per_s_window": all_images / window if window > 0 else None,
-            "tasks_per_process": [sum(log.rank == rank for log in logs) for rank in sorted(per_rank)],
-            "epochs": sum(len(log.epochs) for log in logs)}
+            "tasks_per_process": [sum(task.process == rank for task in tasks) for rank in sorted(per_rank)],
+            "epochs": sum(len(task.epochs) for task in tasks)}
 
 
 def best_accuracies(result: Path) -> dict[str, float]:
@@ -326,8 +328,9 @@ class Acceptance:
         figures = {"image_size": p.parity_size, "epochs": p.parity_epochs, "tasks": list(DEMO_TASKS),
                    "best_acc_bf16": bf16, "best_acc_fp32": fp32, "mean_gap_points": gap,
                    "limit_points": p.parity_points,
-                   "peak_gpu_memory": {precision: peak_memory(read_task_logs(self.work / f"parity_{precision}"
-                                                                             / "result")) for precision in runs}}
+                   "peak_gpu_memory": {precision: peak_memory(read_task_metrics(run_layout(self.work / f"parity_"
+                                                                                            f"{precision}")))
+                                       for precision in runs}}
         self.figures["parity"] = figures
         if p.parity_points is not None and abs(gap) > p.parity_points:
             raise StepFailed(f"bf16 - fp32 mean best-accuracy gap {gap:+.2f} points exceeds {p.parity_points} "
@@ -396,9 +399,9 @@ class Acceptance:
         figures = {"tasks": 4, "classes_per_task": p.torchrun_classes, "epochs": p.torchrun_epochs,
                    "image_size": p.image_size, "processes": measured,
                    "rate": "per process: its tasks' training images x their epochs after the first, over those "
-                           "epochs' logged seconds (each a training and a validation pass); summed over the "
-                           "processes. window: every epoch's training images over the first epoch's start to the "
-                           "last epoch's end"}
+                           "epochs' recorded seconds (each a training and a validation pass); summed over the "
+                           "processes. window: every epoch's training images over the longest process's summed "
+                           "epoch seconds"}
         failures = []
         for procs in self.procs:
             name = f"torchrun_{procs}"
@@ -407,10 +410,10 @@ class Acceptance:
             started = time.perf_counter()
             try:
                 self.run.checked(name, argv, p.timeouts["torchrun"])
-                logs = read_task_logs(self.work / name / "result")
-                if len(logs) != 4:
-                    raise StepFailed(f"{name}: {len(logs)} task logs, expected 4")
-                measured[str(procs)] = {**training_rates(logs), "peak_gpu_memory": peak_memory(logs),
+                tasks = read_task_metrics(run_layout(self.work / name))
+                if len(tasks) != 4:
+                    raise StepFailed(f"{name}: {len(tasks)} tasks with metrics files, expected 4")
+                measured[str(procs)] = {**training_rates(tasks), "peak_gpu_memory": peak_memory(tasks),
                                         "wall_seconds": time.perf_counter() - started}
             except StepFailed as error:
                 failures.append(error)
@@ -425,20 +428,19 @@ class Acceptance:
     # run
     def real_run(self) -> dict:
         p = self.profile
-        result = self.work / "run" / "result"
+        layout = run_layout(self.work / "run")
         output = self.run.checked("run", [str(MAIN), *self.main_args("run", "--epochs", str(p.run_epochs))],
                                   p.timeouts["run"])
-        report = (result / "report.md").read_text() if (result / "report.md").exists() else ""
-        verified = VERIFIED.search(report)
-        logs = read_task_logs(result)
+        found = (json.loads(layout.verification.read_text()) if layout.verification.exists() else {}).get(METHOD, {})
+        tasks = read_task_metrics(layout)
         figures = {"image_size": p.image_size, "epochs": p.run_epochs, "tasks": list(DEMO_TASKS),
-                   "best_acc": best_accuracies(result), "verified_tasks": int(verified[1]) if verified else 0,
-                   "train_images_per_s": training_rates(logs)["train_images_per_s"] if logs else None,
-                   "peak_gpu_memory": peak_memory(logs)}
+                   "best_acc": best_accuracies(layout.result), "verified_tasks": found.get("equal", 0),
+                   "train_images_per_s": training_rates(tasks)["train_images_per_s"] if tasks else None,
+                   "peak_gpu_memory": peak_memory(tasks)}
         self.figures["run"] = figures
-        if not verified or int(verified[1]) != len(DEMO_TASKS):
-            raise StepFailed(f"report.md does not say that all {len(DEMO_TASKS)} re-evaluated accuracies equal the "
-                             "recorded ones", tail(report or output))
+        if figures["verified_tasks"] != len(DEMO_TASKS) or found.get("mismatches"):
+            raise StepFailed(f"{layout.verification} does not say that all {len(DEMO_TASKS)} re-evaluated accuracies "
+                             f"equal the recorded ones: {found or 'no entry for ' + METHOD}", tail(output))
         return figures
 
     # nan

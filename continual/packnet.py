@@ -11,7 +11,7 @@ from torch import nn
 
 from common.errors import RunError
 from continual.method import Method, TaskData
-from continual.sequence import learn_shared_task, second_phase_resume_path
+from continual.sequence import learn_shared_task, second_phase_metrics_path, second_phase_resume_path
 from network import MultiHeadModel, pack_bits, replace_convs
 from network.layers import conv_with_weight
 from network.multihead import load_norm_layer_state, norm_affine_count, norm_layer_state, norm_layer_tensors
@@ -102,7 +102,9 @@ class PackNet(Method):
             ctx = dataclasses.replace(self.ctx, recipe=recipe)
             config = {**ctx.task_config(data.sample), "phase": "retrain"}
             log.info("PackNet: retraining %s's kept weights", data.sample.task.name)
-            learn_shared_task(ctx, model, self, data, config, resume=second_phase_resume_path(ctx, data.sample.task))
+            learn_shared_task(ctx, model, self, data, config,
+                              resume=second_phase_resume_path(ctx, data.sample.task),
+                              metrics=second_phase_metrics_path(ctx, data.sample.task))
         self.batch_norms = self.batch_norms[:data.position] + [norm_layer_state(model)]
 
     def task_state(self, model: MultiHeadModel, position: int) -> dict[str, torch.Tensor]:

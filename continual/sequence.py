@@ -36,13 +36,24 @@ def forget_sequence(ctx: Context, samples: list[TaskSample]) -> None:
     forget_tasks(ctx, samples)
     for sample in samples:
         second_phase_resume_path(ctx, sample.task).unlink(missing_ok=True)
+        second_phase_metrics_path(ctx, sample.task).unlink(missing_ok=True)
     ctx.layout.after_task(ctx.method).unlink(missing_ok=True)
     ctx.layout.matrix_csv(ctx.method).unlink(missing_ok=True)
 
 
 def second_phase_resume_path(ctx: Context, task: TaskInfo) -> Path:
     """The resume point of a task's second pass through the fit loop (PackNet's retraining after its prune)."""
-    return ctx.layout.resume(task.name, f"{ctx.method}.phase2")
+    return ctx.layout.resume(task.name, second_phase(ctx.method))
+
+
+def second_phase_metrics_path(ctx: Context, task: TaskInfo) -> Path:
+    """The per-epoch metrics of a task's second pass through the fit loop."""
+    return ctx.layout.metrics(task.name, second_phase(ctx.method))
+
+
+def second_phase(method: str) -> str:
+    """The name a second pass's files take in place of the method's."""
+    return f"{method}.phase2"
 
 
 def validation_batches(ctx: Context, sample: TaskSample) -> DeviceBatches:
@@ -111,15 +122,16 @@ def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> s
 
 
 def learn_shared_task(ctx: Context, model: MultiHeadModel, method: Method, data: TaskData, config: dict, *,
-                      resume: Path | None = None) -> Progress:
-    """The fit loop on the shared model with the method's loss; leaves the model at its best epoch. ``resume``:
-    the resume point of a second pass (default: the task's own)."""
+                      resume: Path | None = None, metrics: Path | None = None) -> Progress:
+    """The fit loop on the shared model with the method's loss; leaves the model at its best epoch. ``resume`` and
+    ``metrics``: the resume point and metrics file of a second pass (default: the task's own)."""
     def batch_loss(images: torch.Tensor, index: torch.Tensor):
         labels = data.labels[index]
         return *method.batch_loss(model, data, images, labels, index), labels
 
     hooks = method.task_hooks(model, data)
-    progress = fit(ctx, data.sample, model, data.train, data.val, config, batch_loss, resume=resume, hooks=hooks)
+    progress = fit(ctx, data.sample, model, data.train, data.val, config, batch_loss, resume=resume, metrics=metrics,
+                   hooks=hooks)
     load_task_state(model, progress.best_state)  # backbone and heads as they were at the best epoch
     if hooks is not None:
         hooks.load(progress.best_method_state)  # and the method's state as it was then

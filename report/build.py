@@ -1,5 +1,7 @@
-"""The end of every run, and all of --report: verify, then write report.md, results_wide.csv and the figures."""
+"""The end of every run, and all of --report: verify, then write report.md, results_wide.csv, verification.json
+and the figures."""
 import argparse
+import json
 from pathlib import Path
 
 from common.errors import RunError
@@ -107,6 +109,8 @@ def write_report(layout: Layout, tasks: list[TaskInfo], contexts: list[Context] 
     figure_paths = draw_figures(tables, results, layout.figures)
     text = report_text(results, checks, tables, figure_paths, layout.result)
     atomic_write_text(layout.results_wide, wide_csv(frame, accuracy, params, stored))
+    atomic_write_text(layout.verification, json.dumps({name: check.as_dict() for name, check in checks.items()},
+                                                      indent=2) + "\n")
     atomic_write_text(layout.report, text)
     mismatches = [m for r in results for m in checks[r.name].mismatches]
     if mismatches:

@@ -94,10 +94,11 @@ def accuracy_vs_parameters(summary: pd.DataFrame, common: int, folder: Path) -> 
 
 
 def training_curves(tasks: pd.DataFrame, results: list[MethodResults], folder: Path) -> list[Path]:
-    """Validation accuracy per epoch, one small panel per task, one line per method (from the weights files)."""
-    shown = [task_id for task_id in tasks.index if any(task_id in r.records for r in results)]
+    """Validation accuracy per epoch, one small panel per task, one line per method (from the metrics files, or the
+    weights files' histories)."""
+    shown = [task_id for task_id in tasks.index if any(task_id in r.curves for r in results)]
     if not shown:
-        return []  # no weights files, so no histories to draw
+        return []  # no finished task has epochs to draw
     columns = min(CURVE_COLUMNS, max(1, len(shown)))
     rows = max(1, math.ceil(len(shown) / columns))
     figure, grid = plt.subplots(rows, columns, figsize=(2.7 * columns + 0.6, 2.1 * rows + 1.0), squeeze=False,
@@ -106,9 +107,9 @@ def training_curves(tasks: pd.DataFrame, results: list[MethodResults], folder: P
         axes.set_visible(False)
     for axes, task_id in zip(grid.flat, shown):
         for k, r in enumerate(results):
-            history = r.records[task_id].history if task_id in r.records else []
-            if history:
-                axes.plot([e["epoch"] for e in history], [100 * e["val_acc"] for e in history], linewidth=1.2,
+            epochs = r.curves.get(task_id, [])
+            if epochs:
+                axes.plot([e["epoch"] for e in epochs], [100 * e["val_acc"] for e in epochs], linewidth=1.2,
                           marker=MARKERS[k % len(MARKERS)], markersize=2.5, color=f"C{k}", label=display_name(r.name))
         axes.set_title(tasks.loc[task_id, "task_name"], fontsize=8)
         axes.set_ylim(0, 100)

@@ -1,5 +1,5 @@
-"""What the report reads from disk: the task list, each method's CSV, weights-file records, accuracy matrices
-and task-agnostic counts. Everything becomes pandas; nothing here needs the data or a device."""
+"""What the report reads from disk: the task list, each method's CSV, weights-file records, per-epoch metrics,
+accuracy matrices and task-agnostic counts. Everything becomes pandas; nothing here needs the data or a device."""
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +9,7 @@ from common.errors import RunError
 from dataset.sources import DEFAULT_STAT, read_stat, select_tasks
 from dataset.task import TaskInfo
 from network import state_bytes
+from training.metrics import read_epochs
 from training.record import TaskRecord
 from training.settings import Layout
 
@@ -23,6 +24,7 @@ class MethodResults:
     name: str
     accuracy: pd.Series  # best_acc fraction by task id, from <method>.csv
     records: dict[int, TaskRecord] = field(default_factory=dict)  # by task id
+    curves: dict[int, list[dict]] = field(default_factory=dict)  # by task id: each epoch's record, with its val_acc
     matrix: pd.DataFrame | None = None  # R[t][i], rows = tasks learnt, columns = task names in run order
     task_agnostic: pd.DataFrame | None = None
 
@@ -68,14 +70,24 @@ def read_task_agnostic(path: Path) -> pd.DataFrame | None:
 
 
 def read_method(layout: Layout, method: str, tasks: list[TaskInfo]) -> MethodResults:
-    """A method's CSV rows, weights-file records, matrix and task-agnostic counts for the given tasks."""
+    """A method's CSV rows, weights-file records, training curves, matrix and task-agnostic counts for the given
+    tasks."""
     ids = [task.task_id for task in tasks]
     frame = read_results_csv(layout.results_csv(method))
     accuracy = frame[frame.task_id.isin(ids)].set_index("task_id")["best_acc"]
     records = {task.task_id: record for task in tasks if task.task_id in accuracy.index
                and (record := read_record(layout.weights(task.name, method))) is not None}
-    return MethodResults(method, accuracy, records, read_matrix(layout.matrix_csv(method)),
-                         read_task_agnostic(layout.task_agnostic_csv(method)))
+    return MethodResults(method, accuracy, records, training_curves(layout, method, tasks, records),
+                         read_matrix(layout.matrix_csv(method)), read_task_agnostic(layout.task_agnostic_csv(method)))
+
+
+def training_curves(layout: Layout, method: str, tasks: list[TaskInfo], records: dict[int, TaskRecord]
+                    ) -> dict[int, list[dict]]:
+    """Each finished task's epochs from its metrics file, or from its weights file's history where it has none (a
+    task of a run from before the metrics files)."""
+    curves = {task.task_id: read_epochs(layout.metrics(task.name, method)) or records[task.task_id].history
+              for task in tasks if task.task_id in records}
+    return {task_id: epochs for task_id, epochs in curves.items() if epochs}
 
 
 def tasks_from_results(layout: Layout, methods: list[str], stat: Path | None,

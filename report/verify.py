@@ -25,6 +25,11 @@ class Verification:
     def checked(self) -> int:
         return self.equal + len(self.mismatches)
 
+    def as_dict(self) -> dict:
+        """What result/verification.json holds for the method: tasks equal to their record, the mismatches, and
+        how many tasks were not re-evaluated for each reason."""
+        return {"equal": self.equal, "mismatches": self.mismatches, "skipped": dict(self.skipped)}
+
     def summary(self) -> str:
         """One sentence for the report."""
         parts = []

@@ -1,12 +1,13 @@
 """benchmarks/acceptance.py: --quick runs every step on the CPU, each passes and lands in the JSON and the table; the
-task-log parsing its GPU figures rest on; and a failing step's record and exit status."""
+metrics-file reading its GPU figures rest on; and a failing step's record and exit status."""
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 from benchmarks import acceptance
+from training.metrics import write_epochs
+from training.settings import Layout
 
 LABELS = {"parity": "parity bf16 / fp32", "speed": "speed.py", "torchrun": "torchrun on one device",
           "run": "verified run", "nan": "NaN stop", "projection": "53 tasks × 60 epochs, one device"}
@@ -75,32 +76,34 @@ def test_quick_writes_a_table_with_every_step(quick):
     assert (result / "acceptance_cpu_logs" / "torchrun_2.log").exists()
 
 
-def write_log(path: Path, rank: int, epochs: list[tuple[str, float]], peak: str | None) -> None:
-    lines = [f"2026-11-29 10:00:00 learnt by process {rank} of 2 on host",
-             "2026-11-29 10:00:00 images: 100 train, 10 val; 5 classes"]
-    lines += [f"{stamp} epoch {k}/{len(epochs)}: train loss 1.0, train acc 0.5, val acc 0.5, best 0.5 at epoch 1 "
-              f"({seconds:.1f}s)" for k, (stamp, seconds) in enumerate(epochs, 1)]
-    lines += [f"2026-11-29 10:00:09 best epoch 1: val acc 0.5, peak GPU memory {peak} MiB"] if peak else []
-    path.parent.mkdir(parents=True)
-    path.write_text("\n".join(lines) + "\n")
+def write_task(layout: Layout, task: str, train_images: int, process: int, seconds: list[float],
+               peaks: list[float | None]) -> None:
+    """A task's manifest and its metrics file, as a run of two processes writes them."""
+    layout.manifest(task).parent.mkdir(parents=True)
+    rows = [("train", f"{task}/train/{k}.jpg", 0) for k in range(train_images)] + [("val", f"{task}/val/0.jpg", 0)]
+    layout.manifest(task).write_text("split,path,label\n" + "".join(f"{s},{p},{y}\n" for s, p, y in rows))
+    write_epochs(layout.metrics(task, acceptance.METHOD),
+                 [{"epoch": k, "loss": 1.0, "train_acc": 0.5, "val_acc": 0.5, "lr": 1e-3,
+                   "images_per_s": train_images / wall, "peak_gpu_mib": peak, "wall_s": wall, "best_epoch": 1,
+                   "process": process, "world_size": 2} for k, (wall, peak) in enumerate(zip(seconds, peaks), 1)])
 
 
-def test_rates_and_peak_memory_come_from_the_task_logs(tmp_path):
-    method = acceptance.METHOD
+def test_rates_and_peak_memory_come_from_the_metrics_files(tmp_path):
+    layout = acceptance.run_layout(tmp_path)
     # process 0: two tasks, process 1: one; every epoch after a task's first is timed
-    write_log(tmp_path / "a" / f"{method}.log", 0, [("2026-11-29 10:00:04", 4.0), ("2026-11-29 10:00:06", 2.0),
-                                                     ("2026-11-29 10:00:08", 2.0)], "1,234")
-    write_log(tmp_path / "b" / f"{method}.log", 0, [("2026-11-29 10:00:12", 4.0), ("2026-11-29 10:00:13", 1.0)],
-              "2000.5")
-    write_log(tmp_path / "c" / f"{method}.log", 1, [("2026-11-29 10:00:05", 5.0), ("2026-11-29 10:00:10", 5.0)],
-              None)
-    logs = acceptance.read_task_logs(tmp_path)
-    rates = acceptance.training_rates(logs)
+    write_task(layout, "a", 100, 0, [4.0, 2.0, 2.0], [1000.0, 1234.0, 900.0])
+    write_task(layout, "b", 100, 0, [4.0, 1.0], [2000.5, 1500.0])
+    write_task(layout, "c", 100, 1, [5.0, 5.0], [None, None])
+    (layout.result / "figures").mkdir()  # a folder of the result without a metrics file
+    tasks = acceptance.read_task_metrics(layout)
+    assert [(task.task, task.train_images, task.process, len(task.epochs)) for task in tasks] == \
+        [("a", 100, 0, 3), ("b", 100, 0, 2), ("c", 100, 1, 2)]
+    rates = acceptance.training_rates(tasks)
     assert rates["per_process_train_images_per_s"] == pytest.approx([300 / 5, 100 / 5])
     assert rates["train_images_per_s"] == pytest.approx(80)
-    assert rates["train_images_per_s_window"] == pytest.approx(700 / 13)  # 10:00:00 to 10:00:13
-    assert rates["tasks_per_process"] == [2, 1]
-    assert acceptance.peak_memory(logs) == {"per_process_mib": [2000.5, None], "max_mib": 2000.5}
+    assert rates["train_images_per_s_window"] == pytest.approx(700 / 13)  # process 0's 13 s of epochs
+    assert rates["tasks_per_process"] == [2, 1] and rates["epochs"] == 7
+    assert acceptance.peak_memory(tasks) == {"per_process_mib": [2000.5, None], "max_mib": 2000.5}
 
 
 def test_a_failed_step_is_recorded_and_the_exit_status_says_so(tmp_path, capsys):

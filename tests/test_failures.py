@@ -64,7 +64,8 @@ def left_behind(out: Path) -> list[str]:
 @pytest.mark.parametrize("name_part, folder", [
     (".resume.pt", "weight"), (f"{TASKS[0]}_{METHOD}.pt", "weight"), ("manifest.csv", "result"),
     (f"{METHOD}.csv", "result"), ("report.md", "result"), ("per_task_accuracy.png", "result"),
-], ids=["resume-point", "task-record", "manifest", "results-csv", "report", "figure"])
+    ("metrics.jsonl", "result"),
+], ids=["resume-point", "task-record", "manifest", "results-csv", "report", "figure", "metrics"])
 def test_a_full_disk_is_one_line_naming_the_file_and_the_rerun_continues(data, tmp_path, monkeypatch, capsys,
                                                                           name_part, folder):
     args = run_args(data, tmp_path, "--tasks", TASKS[0], "--epochs", "1", "--image-size", "16")

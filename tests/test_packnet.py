@@ -1,6 +1,6 @@
 """PackNet end to end on two small synthetic tasks: a flat accuracy matrix, frozen weights that stay bit for bit,
-the bytes and parameters each task keeps, resume after a kill in either phase, a backbone that runs out of free
-weights, and the refusal under torchrun."""
+the bytes and parameters each task keeps, resume after a kill in either phase (each with its own metrics file), a
+backbone that runs out of free weights, and the refusal under torchrun."""
 import contextlib
 import math
 from pathlib import Path
@@ -15,6 +15,8 @@ from network import load_backbone, unpack_bits
 from tests.conftest import Kill, assert_same_states, read_csv, saved_states
 from tests import test_continual
 from training import distributed
+from training.metrics import read_epochs
+from training.settings import Layout
 
 data = test_continual.data  # the fixture of a small cut of the demo tasks, a few images per class
 TWO = test_continual.TASKS[:2]
@@ -110,6 +112,13 @@ def test_killed_in_either_phase_and_resumed_gives_the_same_files(data, reference
     out, _ = reference
     for name in ("PackNet_matrix.csv", "PackNet.csv"):
         assert (tmp_path / "result" / name).read_text() == (out / "result" / name).read_text()
+    for task in TWO:
+        for phase, epochs in (("PackNet", 1), ("PackNet.phase2", 2)):  # each pass's own metrics, each epoch once
+            resumed, uninterrupted = (read_epochs(Layout(folder / "result", folder / "weight").metrics(task, phase))
+                                      for folder in (tmp_path, out))
+            assert [(e["epoch"], e["loss"], e["val_acc"], e["lr"]) for e in resumed] \
+                == [(e["epoch"], e["loss"], e["val_acc"], e["lr"]) for e in uninterrupted]
+            assert [e["epoch"] for e in resumed] == list(range(1, epochs + 1))
     resumed, uninterrupted = saved_states(tmp_path), saved_states(out)
     mine, theirs = (states.pop("PackNet_after_task.pt") for states in (resumed, uninterrupted))
     assert_same_states(resumed, uninterrupted)

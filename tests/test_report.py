@@ -1,5 +1,6 @@
 """--report and the end-of-run report: tables parsed back against the CSVs, figures, partial results,
 accuracy matrices with BWT, task-agnostic counts, verification, and the one-line error without results."""
+import json
 import shutil
 import struct
 from pathlib import Path
@@ -10,7 +11,11 @@ import torch
 
 import main
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
+from dataset.task import TaskInfo
+from report.inputs import read_method
 from tests.report_fixtures import write_matrix, write_method, write_task_agnostic
+from training.metrics import write_epochs
+from training.settings import Layout
 
 TASKS = [(17, "wikiart"), (1, "scenes"), (2, "birds")]  # ./stat.csv runs them scenes, birds, wikiart
 STAT_ORDER = ["scenes", "birds", "wikiart"]
@@ -85,6 +90,9 @@ def test_two_methods_tables_equal_the_csvs_and_figures_are_images(two_methods, c
     summary = {r["method"]: r for r in table(report, "method")}
     assert summary["Linear"]["tasks"] == "2" and summary["CLR"]["average acc %"] == percent(sum(CLR) / 3)
     assert "3 task(s) not re-evaluated: --no-verify" in report
+    assert json.loads((result / "verification.json").read_text()) == {
+        "Ghost_reduced_v1": {"equal": 0, "mismatches": [], "skipped": {"--no-verify": 3}},
+        "Linear": {"equal": 0, "mismatches": [], "skipped": {"--no-verify": 2}}}
 
     wide = pd.read_csv(result / "results_wide.csv").set_index("task_name")
     assert list(wide.index) == STAT_ORDER
@@ -101,6 +109,18 @@ def test_two_methods_tables_equal_the_csvs_and_figures_are_images(two_methods, c
         width, height = png_size(result / "figures" / f"{stem}.png")
         assert 300 <= width <= 4000 and 200 <= height <= 6000, (stem, width, height)
     assert sorted(p.name for p in (result / "figures").iterdir()) == sorted(f"{stem}.png" for stem in FIGURES)
+
+
+def test_training_curves_come_from_the_metrics_files_else_the_histories(two_methods):
+    layout = Layout(two_methods / "result", two_methods / "weight")
+    with_metrics = [{"epoch": epoch, "val_acc": acc} for epoch, acc in ((1, 0.25), (2, 0.5))]
+    path = layout.metrics("scenes", "Ghost_reduced_v1")
+    path.parent.mkdir()
+    write_epochs(path, with_metrics)
+    results = read_method(layout, "Ghost_reduced_v1", [TaskInfo(k, task_id, name) for k, (task_id, name)
+                                                       in enumerate(TASKS)])
+    assert results.curves[1] == with_metrics
+    assert results.curves[17] == results.records[17].history and len(results.curves[17]) > 0
 
 
 def test_one_method_and_the_tasks_option(two_methods):
@@ -187,6 +207,9 @@ def test_report_reverifies_matching_methods_and_says_why_others_are_not(trained,
     assert "**SGD** (shared backbone" in report and "1 task(s) not re-evaluated: shared backbone" in report
     summary = {r["method"]: r for r in table(report, "method")}
     assert summary["CLR"]["verified"] == "1/1" and summary["CLR"]["BWT (points)"] == "0.00"
+    verification = json.loads((tmp_path / "result" / "verification.json").read_text())
+    assert verification["Ghost_reduced_v1"] == {"equal": 1, "mismatches": [], "skipped": {}}
+    assert verification["Linear"]["equal"] == 0 and sum(verification["Linear"]["skipped"].values()) == 1
     assert summary["Linear"]["verified"] == "no" and summary["Linear"]["BWT (points)"] == ""
     assert main.main([*args, "--image-size", "48"]) == 0
     assert "settings differ (trained with resnet18, backbone none:seed0, 32 px; this report has resnet18, backbone " \

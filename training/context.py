@@ -61,6 +61,9 @@ class Context:
     def log_path(self, task: TaskInfo) -> Path:
         return self.layout.task_log(task.name, self.method)
 
+    def metrics_path(self, task: TaskInfo) -> Path:
+        return self.layout.metrics(task.name, self.method)
+
     @property
     def csv_path(self) -> Path:
         return self.layout.results_csv(self.method)

@@ -62,11 +62,12 @@ def finished_record(ctx: Context, sample: TaskSample) -> TaskRecord | None:
 
 
 def forget_tasks(ctx: Context, samples: list[TaskSample]) -> None:
-    """--fresh: remove the selected tasks' rows, weights, resume points and logs for this method."""
+    """--fresh: remove the selected tasks' rows, weights, resume points, logs and metrics for this method."""
     rows = read_results(ctx.csv_path)
     for sample in samples:
         rows.pop(sample.task.task_id, None)
-        for path in (ctx.weight_path(sample.task), ctx.resume_path(sample.task), ctx.log_path(sample.task)):
+        for path in (ctx.weight_path(sample.task), ctx.resume_path(sample.task), ctx.log_path(sample.task),
+                     ctx.metrics_path(sample.task)):
             path.unlink(missing_ok=True)
     if ctx.csv_path.exists():
         write_results(ctx.csv_path, rows)

@@ -151,9 +151,13 @@ class Layout:
     def lock(self) -> Path:
         return self.weight / ".clr-run.lock"
 
-    # --result: logs, manifests, the per-method CSVs, the report
+    # --result: logs, per-epoch metrics, manifests, the per-method CSVs, the report
     def task_log(self, task_name: str, method: str) -> Path:
         return self.result / task_name / f"{method}.log"
+
+    def metrics(self, task_name: str, method: str) -> Path:
+        """The task's per-epoch metrics, one JSON object per line (see training.metrics)."""
+        return self.result / task_name / f"{method}.metrics.jsonl"
 
     def manifest(self, task_name: str) -> Path:
         return self.result / task_name / "manifest.csv"
@@ -175,6 +179,11 @@ class Layout:
     @property
     def results_wide(self) -> Path:
         return self.result / "results_wide.csv"
+
+    @property
+    def verification(self) -> Path:
+        """What the report's re-evaluation found per method, as JSON, for programs (report.md says it in words)."""
+        return self.result / "verification.json"
 
     @property
     def figures(self) -> Path:
