@@ -1,13 +1,18 @@
 """What the test modules share: one synthetic DCT dataset for the whole session, main.py's options for a small
 run on it, and helpers that read a run's outputs or interrupt it."""
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+import main
 import training.fit
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
+
+REPO = Path(__file__).resolve().parent.parent
 
 TASKS = list(DEMO_TASKS[:2])  # the small runs' tasks
 
@@ -32,6 +37,24 @@ def run_args(data: Path, out: Path, *extra: str) -> list[str]:
             "--weights", "none", "--image-size", "32", "--epochs", "2", "--workers", "0",
             "--result", str(out / "result"), "--weight", str(out / "weight"), "--cache-dir", str(out / "cache"),
             *extra]
+
+
+def one_thread_main(argv: list[str]) -> int:
+    """main.main with one thread, as torchrun gives each process (OMP_NUM_THREADS=1): the reference a job's files
+    must equal, since CPU arithmetic can depend on the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return main.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def torchrun(argv: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """main.py with ``argv`` as a torchrun job of two processes on this machine."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               str(REPO / "main.py"), *argv]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def read_csv(path: Path) -> list[dict]:

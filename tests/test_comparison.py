@@ -2,19 +2,16 @@
 shared-backbone method's sequences as units of work, the same files from 1 and 2 processes, a kill and rerun
 that trains nothing twice, and the verified report across seeds."""
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-import main
 import training.fit
 from tests import conftest
 from tests.conftest import Kill, read_csv
 from training.settings import Layout
 
-REPO = Path(__file__).resolve().parent.parent
 METHODS = ["Ghost_reduced_v1", "EWC"]
 SEEDS = [0, 1]
 RUN = ["--method", *METHODS, "--seeds", *map(str, SEEDS), "--epochs", "1", "--device", "cpu"]
@@ -25,29 +22,17 @@ def run_args(data: Path, out: Path) -> list[str]:
     return conftest.run_args(data, out, *RUN)
 
 
-def one_thread_run(argv: list[str]) -> int:
-    """A plain run with one thread, as torchrun gives each process, since CPU arithmetic can depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return main.main(argv)
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def one_process(data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("one")
-    assert one_thread_run(run_args(data, out)) == 0
+    assert conftest.one_thread_main(run_args(data, out)) == 0
     return out
 
 
 @pytest.fixture(scope="module")
 def two_processes(data, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("two")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               str(REPO / "main.py"), *run_args(data, out)]
-    return out, subprocess.run(command, cwd=out, capture_output=True, text=True, timeout=900)
+    return out, conftest.torchrun(run_args(data, out), out)
 
 
 def same(a, b) -> bool:
@@ -125,11 +110,11 @@ def test_two_processes_give_the_files_of_one_with_sequences_and_tasks_side_by_si
 
 def test_a_killed_run_rerun_finishes_without_training_anything_twice(data, one_process, tmp_path, monkeypatch):
     kill = Kill(monkeypatch, at_call=4)  # seed 0's EWC sequence, in its second task
-    assert one_thread_run(run_args(data, tmp_path)) == 130
+    assert conftest.one_thread_main(run_args(data, tmp_path)) == 130
     kill.disarm()
     epochs = []
     real = training.fit.train_one_epoch
     monkeypatch.setattr(training.fit, "train_one_epoch", lambda *a, **k: epochs.append(1) or real(*a, **k))
-    assert one_thread_run(run_args(data, tmp_path)) == 0
+    assert conftest.one_thread_main(run_args(data, tmp_path)) == 0
     assert len(epochs) == TASK_EPOCHS - 3  # the three epochs that finished before the kill are not run again
     assert_same_files(tmp_path, one_process)

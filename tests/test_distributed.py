@@ -35,24 +35,16 @@ def saved_weights(out: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def one_process(data, tmp_path_factory) -> Path:
-    """The reference: a plain run with one thread, as torchrun gives each process (OMP_NUM_THREADS=1), since CPU
-    arithmetic can depend on the thread count."""
+    """The reference: a plain run with one thread, as torchrun gives each process."""
     out = tmp_path_factory.mktemp("one")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main.main(run_args(data, out)) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert conftest.one_thread_main(run_args(data, out)) == 0
     return out
 
 
 @pytest.fixture(scope="module")
 def two_processes(data, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("two")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               str(REPO / "main.py"), *run_args(data, out)]
-    return out, subprocess.run(command, cwd=out, capture_output=True, text=True, timeout=600)
+    return out, conftest.torchrun(run_args(data, out), out)
 
 
 def test_two_processes_learn_each_task_once_with_the_results_of_one(one_process, two_processes):
