@@ -305,23 +305,25 @@ def report(args: argparse.Namespace) -> int:
             print(write_seeds_report(top, layouts, sorted(every.values(), key=lambda task: task.order)))
         return 0
     source, tasks = open_selected(args)
-    report_seeds(top, layouts, run_contexts(args, source, layouts), tasks)
+    report_seeds(top, layouts, run_contexts(args, source, layouts), tasks, verify=True)
     return 0
 
 
-def report_seeds(top: Layout, layouts: dict[int, Layout], contexts: list[Context], tasks: list[TaskInfo]) -> None:
-    """Each seed's verified report (with the isolated methods' task-agnostic accuracy), then, with several seeds,
-    the report across them in the top result folder."""
+def report_seeds(top: Layout, layouts: dict[int, Layout], contexts: list[Context], tasks: list[TaskInfo],
+                 verify: bool) -> None:
+    """Each seed's report, verified unless not ``verify`` (with the isolated methods' task-agnostic accuracy),
+    then, with several seeds, the report across them in the top result folder."""
     for layout in layouts.values():
         mine = [ctx for ctx in contexts if ctx.layout == layout]
-        report_run(mine, tasks, task_agnostic=[ctx for ctx in mine if driver_of(ctx.method).task_mapper])
+        report_run(mine, tasks, task_agnostic=[ctx for ctx in mine if driver_of(ctx.method).task_mapper],
+                   verify=verify)
     if len(layouts) > 1:
         print(write_seeds_report(top, layouts, tasks))
 
 
 def train(args: argparse.Namespace) -> int:
     """Learn every selected task of every method and seed (under torchrun, the units of work this process claims),
-    then verify and report them."""
+    then report them, verified unless --no-verify."""
     if args.batch_size == 1 and bn_needs_two_images(args.image_size):
         raise RunError("at 32 px or less BatchNorm cannot train on one image per batch: "
                        "use --batch-size 2 or more, or --image-size 33 or more")
@@ -353,7 +355,7 @@ def train(args: argparse.Namespace) -> int:
             for ctx in contexts:
                 if driver_of(ctx.method).finish is not None:
                     driver_of(ctx.method).finish(ctx, samples)
-            report_seeds(top, layouts, contexts, source.tasks)
+            report_seeds(top, layouts, contexts, source.tasks, verify=not args.no_verify)
     return 0
 
 

@@ -24,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("report")
     group.add_argument("--report", action="store_true", help="rebuild report.md, results_wide.csv and figures/ "
                        "from the --result and --weight folders without training (every method found there)")
-    group.add_argument("--no-verify", action="store_true", help="do not re-evaluate saved tasks: the report then "
-                       "needs no device, no backbone and, with --report, no --data")
+    group.add_argument("--no-verify", action="store_true", help="do not re-evaluate saved tasks: a training run "
+                       "ends with its report unverified (it says --no-verify), and --report --no-verify needs no "
+                       "device, no backbone and no --data")
 
 
 def require_results(layout: Layout) -> None:
@@ -120,16 +121,16 @@ def write_report(layout: Layout, tasks: list[TaskInfo], contexts: list[Context] 
     return text
 
 
-def report_run(contexts: list[Context], tasks: list[TaskInfo], task_agnostic: list[Context]) -> None:
+def report_run(contexts: list[Context], tasks: list[TaskInfo], task_agnostic: list[Context], *, verify: bool) -> None:
     """The end of a run, and --report, for the methods of one result folder: for each context of
     ``task_agnostic`` (the isolated methods), answer every finished task's validation images without task labels;
-    then verify every method's saved tasks and write the tables and figures."""
+    then verify every method's saved tasks (unless not ``verify``: --no-verify) and write the tables and figures."""
     summaries = []
     for ctx in task_agnostic:
         finished = [ctx.source.sample(task) for task in tasks if ctx.weight_path(task).exists()]
         agnostic = write_task_agnostic(ctx, finished)
         if agnostic is not None:
             summaries.append(agnostic.summary())
-    print(write_report(contexts[0].layout, tasks, contexts))
+    print(write_report(contexts[0].layout, tasks, contexts if verify else None))
     for summary in summaries:
         print(summary)

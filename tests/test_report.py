@@ -229,6 +229,23 @@ def test_a_record_that_does_not_reproduce_is_an_error(trained, tmp_path, capsys)
     assert "**1 MISMATCH(ES)**" in (tmp_path / "result" / "report.md").read_text()
 
 
+def test_a_training_run_with_no_verify_reports_without_re_evaluating(trained, tmp_path, capsys):
+    """--no-verify on a training run skips the end-of-run re-evaluation (a record that would not reproduce passes)
+    and the report says why the tasks were not re-evaluated."""
+    copy_run(trained, tmp_path)
+    path = next((tmp_path / "weight").glob("*.pt"))
+    saved = torch.load(path, weights_only=True)
+    saved["best_correct"] += 1
+    torch.save(saved, path)
+    args = [*trained[1], "--epochs", "1", "--result", str(tmp_path / "result"), "--weight", str(tmp_path / "weight")]
+    assert main.main([*args, "--no-verify"]) == 0
+    assert "1 task(s) not re-evaluated: --no-verify" in (tmp_path / "result" / "report.md").read_text()
+    assert json.loads((tmp_path / "result" / "verification.json").read_text()) == {
+        "Ghost_reduced_v1": {"equal": 0, "mismatches": [], "skipped": {"--no-verify": 1}}}
+    assert main.main(args) == 2  # the same run verified finds the altered record
+    capsys.readouterr()
+
+
 def test_sizes_are_written_in_binary_units():
     from report.tables import size_cell
     assert [size_cell(v) for v in (0.0, 1023.0, 1536.0, 3 * 2**20, 94.1 * 2**20, float("nan"))] == \
