@@ -1,21 +1,16 @@
 """The accuracy matrix R[t][i] (accuracy on task i after learning task t) and what is read from it."""
-import csv
-import io
 from pathlib import Path
 
-from common.files import atomic_write_text
+from common.files import write_csv
 from dataset.task import TaskSample
 
 
 def write_matrix(path: Path, samples: list[TaskSample], matrix: list[list[float]]) -> None:
     """``task_id,task_name,<task 1>,...,<task T>``: one row per finished task, empty cells for tasks not
     learnt yet; the columns are the run's tasks in run order."""
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["task_id", "task_name", *(sample.task.name for sample in samples)])
-    for sample, row in zip(samples, matrix):
-        writer.writerow([sample.task.task_id, sample.task.name, *row, *[""] * (len(samples) - len(row))])
-    atomic_write_text(path, text.getvalue())
+    write_csv(path, ["task_id", "task_name", *(sample.task.name for sample in samples)],
+              ([sample.task.task_id, sample.task.name, *row, *[""] * (len(samples) - len(row))]
+               for sample, row in zip(samples, matrix)))
 
 
 def backward_transfer(matrix: list[list[float]]) -> float | None:

@@ -13,7 +13,7 @@ from typing import Protocol
 from tqdm import tqdm
 
 from common.errors import DatasetError
-from common.files import atomic_write_text
+from common.files import atomic_write_text, csv_text
 from dataset.dct import DATABASE, IMAGES, DctSource, is_dct_root
 from dataset.folders import LAYOUT, FolderSource, discover_tasks, task_folder_names
 from dataset.task import TaskInfo, TaskSample
@@ -111,12 +111,9 @@ def select_tasks(tasks: list[TaskInfo], wanted: Sequence[str] | None) -> list[Ta
 
 def manifest_text(sample: TaskSample) -> str:
     """The exact sample as CSV, so two runs can be diffed and a number traced back to its images."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    for split, items in (("train", sample.train), ("val", sample.val)):
-        writer.writerows((split, path, label) for path, label in items)
-    return buffer.getvalue()
+    rows = [(split, path, label) for split, items in (("train", sample.train), ("val", sample.val))
+            for path, label in items]
+    return csv_text(MANIFEST_COLUMNS, rows)
 
 
 def write_manifest(sample: TaskSample, path: str | os.PathLike) -> None:

@@ -13,9 +13,11 @@ import continual.ewc
 import main
 from continual.er import ER, select_for_memory
 from continual.ewc import EWC, diagonal_fisher
+from continual.matrix import write_matrix
 from dataset.images import IMAGENET
 from dataset.sources import open_data
 from dataset.synthetic import DEMO_TASKS
+from dataset.task import TaskInfo, TaskSample
 from network import MultiHeadModel, load_backbone
 from tests.conftest import Kill, read_csv
 from training.settings import Recipe, runtime_for
@@ -96,6 +98,19 @@ def test_matrix_weights_files_and_csv_agree(runs, method):
         assert len(saved["history"]) == saved["epochs_run"] == 2
     assert not list((out / "weight").glob("*.resume.pt"))
     assert sorted(p.name for p in (out / "weight").glob(f"{method}_after_task.pt")) == [f"{method}_after_task.pt"]
+
+
+def test_matrix_csv_bytes(tmp_path):
+    """The matrix goes through the one CSV writer: quoted names, empty cells for tasks not learnt yet, floats as
+    Python writes them."""
+    samples = [TaskSample(TaskInfo(order, task_id, name), ("c",), (), ())
+               for order, (task_id, name) in enumerate([(7, "shapes, round"), (9, "stripes"), (11, "blob")])]
+    path = tmp_path / "SGD_matrix.csv"
+    write_matrix(path, samples, [[0.5], [0.25, 1.0], [1 / 3, 0.1 + 0.2, 0.0]])
+    assert path.read_text() == ('task_id,task_name,"shapes, round",stripes,blob\n'
+                                '7,"shapes, round",0.5,,\n'
+                                "9,stripes,0.25,1.0,\n"
+                                "11,blob,0.3333333333333333,0.30000000000000004,0.0\n")
 
 
 def test_sgd_forgets(runs):
