@@ -52,7 +52,8 @@ from training.work import WorkUnit, do_units
 log = console_log()
 
 DEMO_DATA = Path("demo_data")
-DEMO_DEFAULTS = {"weights": "none", "image_size": 32, "epochs": 12, "tasks": list(DEMO_TASKS)}
+DEMO_DEFAULTS = {"weights": "none", "image_size": 32, "epochs": 12, "tasks": list(DEMO_TASKS),
+                 "result": Path("demo_result"), "weight": Path("demo_weight")}  # never mixed with a real run's
 DEFAULT_IMAGE_SIZE = 224
 
 
@@ -61,7 +62,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument("--data", type=Path, help="a DCT folder (holding rolling_releases/ and original_images/) "
                       "or a folder of your own tasks (<task>/train/<class>/<image>, <task>/val/<class>/<image>). "
-                      f"Omitted: the demo on synthetic data in ./{DEMO_DATA}")
+                      f"Omitted: the demo on synthetic data in ./{DEMO_DATA}, its results in "
+                      f"./{DEMO_DEFAULTS['result']}/ and ./{DEMO_DEFAULTS['weight']}/")
     data.add_argument("--stat", type=Path, help="task list in stat.csv format (oldid,newid,name,class_num,train_num,"
                       "test_num); default: the 53 DCT tasks of ./stat.csv, or the sorted task folders")
     data.add_argument("--tasks", nargs="+", metavar="ID|NAME", help="run only these tasks (in run order)")
@@ -105,9 +107,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     run = parser.add_argument_group("run")
     run.add_argument("--result", type=Path, default=Path("result"),
-                     help="logs, manifests, <method>.csv and report.md (default ./result/)")
+                     help="logs, manifests, <method>.csv and report.md (default ./result/; the demo's: "
+                     f"./{DEMO_DEFAULTS['result']}/)")
     run.add_argument("--weight", type=Path, default=Path("weight"),
-                     help="per-task weights <task>_<method>.pt (default ./weight/)")
+                     help=f"per-task weights <task>_<method>.pt (default ./weight/; the demo's: "
+                     f"./{DEMO_DEFAULTS['weight']}/)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="auto = cuda when available (default)")
     run.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -124,8 +128,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line. Without --data a run takes the demo's settings (but --predict, which takes its
-    tasks' settings from their records, and --report --no-verify, which reads only the result and weight
+    """Parse the command line. Without --data a run takes the demo's settings and folders (but --predict, which
+    takes its tasks' settings from their records, and --report --no-verify, which reads only the result and weight
     folders); then each method, and the arch and weights it implies, fill in whatever was not given, and the
     methods' options are checked against the registry (an option of a method not chosen is refused)."""
     parser = get_args_parser()
@@ -226,7 +230,8 @@ def open_selected(args: argparse.Namespace) -> tuple[DataSource, list[TaskInfo]]
         args.data, args.stat = DEMO_DATA, args.stat or DEMO_DATA / "stat.csv"
         backbones = "; ".join(dict.fromkeys(f"{choice.arch} with --weights {choice.weights}" for choice in args.methods))
         print(f"demo settings: {backbones}, {args.image_size}px images, {args.epochs} epochs, tasks "
-              f"{' '.join(args.tasks)}. For the paper's numbers pass --data DCT_FOLDER.")
+              f"{' '.join(args.tasks)}, results in {args.result}/ and weights in {args.weight}/. "
+              "For the paper's numbers pass --data DCT_FOLDER.")
     source = open_data(args.data, args.stat)
     return source, select_tasks(source.tasks, args.tasks)
 

@@ -172,14 +172,17 @@ def test_user_mistakes_are_one_line_errors(data, tmp_path, args, message):
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_demo_without_data_writes_demo_folder_and_report(tmp_path):
+def test_demo_without_data_writes_demo_folders_and_report(tmp_path):
     result = cli("--tasks", DEMO_TASKS[0], "--epochs", "1", "--arch", "resnet18", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "demo settings:" in result.stdout
     assert (tmp_path / "demo_data" / "rolling_releases" / "database_2.sqlite").exists()
-    assert (tmp_path / "result" / "report.md").read_text() in result.stdout
-    assert (tmp_path / "result" / "figures" / "per_task_accuracy.png").is_file()
-    assert len(read_csv(tmp_path / "result" / "Ghost_reduced_v1.csv")) == 1
+    assert "results in demo_result/ and weights in demo_weight/" in result.stdout
+    assert (tmp_path / "demo_result" / "report.md").read_text() in result.stdout
+    assert (tmp_path / "demo_result" / "figures" / "per_task_accuracy.png").is_file()
+    assert len(read_csv(tmp_path / "demo_result" / "Ghost_reduced_v1.csv")) == 1
+    assert list((tmp_path / "demo_weight").glob("*_Ghost_reduced_v1.pt"))
+    assert not (tmp_path / "result").exists() and not (tmp_path / "weight").exists()  # a real run's folders
 
 
 def test_check_flag_exits_zero_when_sound_and_one_naming_each_mismatch(data, tmp_path, capsys):
