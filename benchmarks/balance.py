@@ -84,7 +84,7 @@ def format_table(rows: list[dict], units: Sequence[tuple[str, int]], tasks: int,
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stat", type=Path, default=DEFAULT_STAT, help="task list (default: the 53 DCT tasks)")
     parser.add_argument("--methods", nargs="+", default=["paper"], help="methods or named sets, as --method takes "
@@ -92,7 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
     parser.add_argument("--epochs", type=int, default=60, help="epochs per task (default 60)")
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 8, 16], help="default 1 8 16")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_args_parser().parse_args(argv)
     tasks, methods = read_stat(args.stat), expand_methods(args.methods)
     units = unit_costs(tasks, methods, args.seeds, args.epochs)
     print(format_table(balance_table([cost for _, cost in units], args.processes), units, len(tasks), methods,

@@ -5,7 +5,8 @@ must parse with main.get_args_parser(), so renaming or removing an option fails 
 A line that runs another script must name one that exists, and parse with its get_args_parser() if it has one.
 Every --option the pages name anywhere must be an option of main.py, of a benchmark script or of torchrun.
 Links are the relative targets of [text](path) and ![alt](path); an anchor (#...) must name a heading of the
-page it points to.
+page it points to. Every method named in a docs table's method column exists, every default in options.md's
+first table is the parser's, and every CSV is written through common.files.
 """
 import contextlib
 import csv
@@ -18,6 +19,9 @@ from pathlib import Path
 import pytest
 
 import main
+import network
+from dataset.preprocess import default_workers
+from network.backbone import DEFAULT_ARCH, DEFAULT_WEIGHTS
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -147,18 +151,19 @@ def test_documented_script_exists_and_parses(page, line, script, args):
     assert code is None, f"{page}: `{line}` does not parse with {script}'s parser (exit {code}): {output.strip()}"
 
 
-# torchrun's own options, which the docs show in front of main.py
+# torchrun's own options, which the docs show in front of main.py, and pip's, which the README's set-up uses
 TORCHRUN_OPTIONS = {"--nnodes", "--nproc-per-node", "--rdzv-backend", "--rdzv-endpoint", "--rdzv-id", "--standalone"}
+PIP_OPTIONS = {"--index-url"}
 
 
 def known_options() -> set[str]:
-    """The options of main.py and of every benchmark script with a get_args_parser(), and torchrun's."""
+    """The options of main.py and of every benchmark script with a get_args_parser(), torchrun's and pip's."""
     parsers = [main.get_args_parser()]
     for script in sorted((ROOT / "benchmarks").glob("*.py")):
         module = importlib.import_module(f"benchmarks.{script.stem}")
         if hasattr(module, "get_args_parser"):
             parsers.append(module.get_args_parser())
-    return TORCHRUN_OPTIONS | {option for parser in parsers for action in parser._actions
+    return TORCHRUN_OPTIONS | PIP_OPTIONS | {option for parser in parsers for action in parser._actions
                                for option in action.option_strings}
 
 
@@ -241,3 +246,97 @@ def test_release_task_table_matches_stat_csv():
         stat = [[str(int(r["oldid"]) + 1), r["newid"], r["name"], r["class_num"], r["train_num"], r["test_num"]]
                 for r in csv.DictReader(handle)]
     assert table == stat
+
+
+def table_rows(page: Path) -> list[list[list[str]]]:
+    """Every markdown table of the page outside code blocks, as rows of cells (the header first, no rule row)."""
+    _, prose = fenced_and_prose(page.read_text(encoding="utf-8"))
+    tables, current = [], []
+    for line in prose.splitlines():
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+            if not all(set(cell) <= set("-: ") for cell in cells):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables + ([current] if current else [])
+
+
+METHOD_HEADERS = {"method", "`--method`"}
+
+
+def test_every_method_in_a_docs_table_exists():
+    """A backticked name in a table's method column (headed `method` or `--method`) is a registered method or a
+    named set of methods."""
+    known = set(network.REGISTRY) | set(getattr(network, "METHOD_SETS", {}))
+    unknown, seen = {}, 0
+    for page in PAGES:
+        for table in table_rows(page):
+            columns = [i for i, header in enumerate(table[0]) if header in METHOD_HEADERS]
+            for row in table[1:]:
+                for name in (found for i in columns if i < len(row) for found in re.findall(r"`([^`]+)`", row[i])):
+                    seen += 1
+                    if name not in known:
+                        unknown.setdefault(name, set()).add(relative(page))
+    assert seen >= 40, "the table reader found too few method names"
+    assert not unknown, f"methods named in docs tables that the registry does not have: {unknown}"
+
+
+# options.md's defaults that are words, or what the code fills in where the parser's default is None: the exact
+# cell, and the value it stands for (None: a description the code's behaviour gives, checked by other tests)
+DESCRIBED_DEFAULTS = {
+    "--data": ("the demo", None),
+    "--stat": ("`./stat.csv`", None),
+    "--tasks": ("all", None),
+    "--method": (f"`{network.DEFAULT_METHOD}`", None),
+    "--arch": (f"`{DEFAULT_ARCH}`", None),
+    "--weights": (f"`{DEFAULT_WEIGHTS}`", None),
+    "--eval-batch-size": ("16 on CPU, 256 on CUDA", None),
+    "--image-size": (str(main.DEFAULT_IMAGE_SIZE), None),
+    "--seed": ("0", None),
+    "--workers": ("min(8, cores)", default_workers()),
+    "--result": (f"`./result/`; the demo: `./{main.DEMO_DEFAULTS['result']}/`", Path("result")),
+    "--weight": (f"`./weight/`; the demo: `./{main.DEMO_DEFAULTS['weight']}/`", Path("weight")),
+    "--cache-dir": ("`./cache/`", Path("cache")),
+    "--compile": ("off", False),
+}
+
+
+def documented_default(cell: str):
+    """A default cell as a value: a number, or the text between backticks (a path as ./NAME/)."""
+    text = cell.strip("`")
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def test_every_default_in_the_options_table_is_the_parsers():
+    parser = main.get_args_parser()
+    defaults = {action.option_strings[0]: action.default for action in parser._actions if action.option_strings}
+    table = table_rows(ROOT / "docs" / "options.md")[0]
+    checked = 0
+    for option_cell, default_cell, *_ in table[1:]:
+        option = re.match(r"`(--[a-z-]+)", option_cell).group(1)
+        if option in DESCRIBED_DEFAULTS:
+            cell, value = DESCRIBED_DEFAULTS[option]
+            assert default_cell == cell, f"options.md: {option}'s default is {default_cell!r}, expected {cell!r}"
+            assert defaults[option] == value, f"{option}'s parser default {defaults[option]!r} is not {value!r}"
+        elif default_cell:
+            assert documented_default(default_cell) == defaults[option], \
+                f"options.md: {option}'s default is {default_cell}, the parser's {defaults[option]!r}"
+        else:
+            assert defaults[option] in (None, False), f"options.md gives {option} no default; the parser's is " \
+                                                      f"{defaults[option]!r}"
+        checked += 1
+    assert checked >= 25, "the options table reader found too few rows"
+
+
+def test_every_csv_goes_through_the_one_writer():
+    """layout.md promises one CSV writer (common.files): no other module writes CSV with the csv module itself."""
+    writers = [relative(path) for folder in ("common", "continual", "dataset", "inference", "network", "report",
+                                             "training", "benchmarks")
+               for path in sorted((ROOT / folder).glob("*.py"))
+               if re.search(r"csv\.(writer|DictWriter)\(", path.read_text(encoding="utf-8"))]
+    assert writers == ["common/files.py"]
