@@ -1,6 +1,6 @@
 """One command, every GPU figure, one report: the acceptance run of a CUDA machine.
 
-    python benchmarks/acceptance.py                         # on one GPU: sized for under 8 minutes on an H100/H200
+    python benchmarks/acceptance.py                         # on one GPU: its steps' time limits add up to 28 minutes
     python benchmarks/acceptance.py --steps speed torchrun  # a subset, in the usual order
     python benchmarks/acceptance.py --quick                 # the same steps on the CPU at tiny sizes (1-2 minutes)
 
