@@ -28,7 +28,8 @@ def print_stop_line(error: BaseException) -> None:
     """Print the one line a stopped run ends with (``stop_line``) on stderr, starting at column 0: every open
     progress bar is closed first and its line ended, on a terminal and in a log file alike (a bar that would vanish
     is left showing where the run stopped, since clearing it with carriage returns ends no line in a file)."""
-    for bar in sorted(getattr(tqdm, "_instances", ()), key=lambda bar: -abs(getattr(bar, "pos", 0))):  # inner bars first
+    inner_first = sorted(getattr(tqdm, "_instances", ()), key=lambda bar: -abs(getattr(bar, "pos", 0)))
+    for bar in inner_first:
         bar.leave = True
         bar.close()
     print(stop_line(error), file=sys.stderr)
