@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 import continual
 from common.cli import OneLineParser, add_options, number
-from common.console import console_log
-from common.errors import ClrError, NetworkError, RunError, Terminated, stop_line
+from common.console import console_log, print_stop_line
+from common.errors import ClrError, NetworkError, RunError, Terminated
 from dataset.check import check_tasks
 from dataset.preprocess import default_workers
 from dataset.sources import DataSource, check_files_exist, open_data, select_tasks, write_manifest
@@ -376,12 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         with distributed.process_group():
             refuse_torchrun(mode)
             return MODES[mode](args)
-    except (ClrError, KeyboardInterrupt, Terminated) as error:
-        print(stop_line(error), file=sys.stderr)
+    except (ClrError, OSError, KeyboardInterrupt, Terminated) as error:  # an unexpected OSError too: one line
+        print_stop_line(error)
         return 130 if isinstance(error, KeyboardInterrupt) else 143 if isinstance(error, Terminated) else 2
-    except OSError as error:  # a file the code did not expect to fail: still one line, naming it
-        print(f"error: {error.filename or 'a file'}: {error.strerror or error}", file=sys.stderr)
-        return 2
     finally:
         signal.signal(signal.SIGTERM, on_sigterm)
 

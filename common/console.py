@@ -1,8 +1,11 @@
-"""The console: the run's log lines, printed without breaking the progress bars."""
+"""The console: the run's log lines, printed without breaking the progress bars, and the line a stopped run
+prints."""
 import logging
 import sys
 
 from tqdm import tqdm
+
+from common.errors import stop_line
 
 
 class TqdmHandler(logging.StreamHandler):
@@ -19,3 +22,14 @@ def console_log(name: str = "clr") -> logging.Logger:
         log.addHandler(TqdmHandler())
         log.setLevel(logging.INFO)
     return log
+
+
+def print_stop_line(error: BaseException) -> None:
+    """Print the one line a stopped run ends with (``stop_line``) on stderr, starting at column 0: every open
+    progress bar is closed first and its line ended, on a terminal and in a log file alike (a bar that would vanish
+    is left showing where the run stopped, since clearing it with carriage returns ends no line in a file)."""
+    inner_first = sorted(getattr(tqdm, "_instances", ()), key=lambda bar: -abs(getattr(bar, "pos", 0)))
+    for bar in inner_first:
+        bar.leave = True
+        bar.close()
+    print(stop_line(error), file=sys.stderr)

@@ -49,4 +49,6 @@ def stop_line(error: BaseException) -> str:
         return "interrupted: rerun the same command to continue where it stopped"
     if isinstance(error, Terminated):
         return "stopped by SIGTERM: rerun the same command to continue where it stopped"
+    if isinstance(error, OSError) and not isinstance(error, ClrError):  # a file the code did not expect to fail
+        return f"error: {error.filename or 'a file'}: {error.strerror or error}"
     return f"error: {error}"

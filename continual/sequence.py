@@ -73,12 +73,18 @@ def task_data(ctx: Context, sample: TaskSample, position: int) -> TaskData:
 def evaluate_learnt(ctx: Context, model: MultiHeadModel, method: Method, samples: list[TaskSample]) -> list[int]:
     """Correct validation images of every task learnt so far, each as that task computes (its own head): a matrix
     row."""
-    current, row = model.current, []
-    for position, sample in enumerate(samples[:len(model.heads)]):
-        method.use_task(model, position)
-        row.append(evaluate(model, validation_batches(ctx, sample), ctx.runtime))
+    current = model.current
+    row = [evaluate_task(ctx, model, method, position, sample)
+           for position, sample in enumerate(samples[:len(model.heads)])]
     method.use_task(model, current)
     return row
+
+
+def evaluate_task(ctx: Context, model: MultiHeadModel, method: Method, position: int, sample: TaskSample) -> int:
+    """Correct validation images of the task at ``position``, computed as that task computes (its head and the
+    method's per-task state): one cell of a matrix row, and what the report's re-evaluation recomputes."""
+    method.use_task(model, position)
+    return evaluate(model, validation_batches(ctx, sample), ctx.runtime)
 
 
 def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> str:
@@ -146,9 +152,16 @@ def save_sequence(ctx: Context, model: MultiHeadModel, method: Method, config: d
 
 
 def restore_sequence(ctx: Context, model: MultiHeadModel, method: Method, config: dict) -> dict:
+    """Continue a sequence: its after-task file, which must have been made with this run's settings."""
     path = ctx.layout.after_task(ctx.method)
     saved = read_saved(path)
     require_same_settings(path, saved["config"], config, "resume")
+    return restore_saved(saved, model, method)
+
+
+def restore_saved(saved: dict, model: MultiHeadModel, method: Method) -> dict:
+    """Load a sequence's saved state (``save_sequence``'s) into a model and method built for it: the backbone, every
+    head and the method's state as the last finished task left them; returns the records and matrix rows."""
     # a task's accuracy just after it was learnt is the matrix's diagonal (files before 2026-11-29 keep it only there)
     records = [TaskRecord(**record | {"best_correct": row[i], "best_acc": row[i] / record["val_images"]})
                for i, (record, row) in enumerate(zip(saved["records"], saved["correct"]))]

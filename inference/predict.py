@@ -12,7 +12,7 @@ from dataset.folders import IMAGE_EXTENSIONS, images_below
 from dataset.preprocess import decode_images
 from dataset.sources import DataSource
 from inference.mapper import backbone_features, choose_tasks, task_anchor
-from inference.trained import Trained, batch_outputs, load_trained, require_given_settings, task_model
+from inference.trained import Trained, batch_outputs, load_trained, require_given_settings, task_models
 from network import backbone_id, input_config, load_backbone, weights_of
 from training.context import Context
 from training.settings import Layout, Recipe, runtime_for
@@ -43,7 +43,7 @@ class Request:
     task: str  # a task's name or id, or auto
     output: Path | None  # None: print the CSV
     choices: list[str] | None  # --tasks: the tasks auto may choose from (None: every trained task)
-    method: str | None  # None: the one isolated method the weight folder holds (CLR first)
+    method: str | None  # None: the one method the weight folder holds (CLR first)
     arch: str | None  # None: what the tasks were trained with
     weights: str | None
     image_size: int | None
@@ -85,13 +85,14 @@ def predict(request: Request, layout: Layout, device: torch.device, precision: s
 
 def classify(ctx: Context, trained: Trained, images: torch.Tensor, chosen: torch.Tensor) -> list[list]:
     """(task, label, class, confidence) for each image, from the model of its chosen task; each task's model is
-    built once, for all of its images."""
+    set up once, for all of its images."""
     answers: list[list] = [[] for _ in range(len(images))]
+    model_of = task_models(ctx, trained)
     for index, (task, record) in enumerate(zip(trained.tasks, trained.records)):
         members = (chosen == index).nonzero().flatten()
         if not len(members):
             continue
-        logits = batch_outputs(task_model(ctx, record), images[members], ctx, task.name)
+        logits = batch_outputs(model_of(index), images[members], ctx, task.name)
         labels = logits.argmax(1)  # from the logits, as evaluation counts them
         confidences = logits.softmax(1).gather(1, labels.unsqueeze(1)).flatten()
         classes = {label: key for key, label in record.label_map.items()}

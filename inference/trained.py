@@ -1,5 +1,6 @@
 """Trained tasks ready to use: the records a weight folder holds, the settings they agree on, a task's model and
 its outputs, computed exactly as evaluation computed them."""
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -7,9 +8,10 @@ import torch
 from tqdm import tqdm
 
 from common.errors import RunError
+from continual.restore import load_final_model
 from dataset.sources import select_tasks
 from dataset.task import TaskInfo
-from network import Family, TaskModel, load_task_state, methods_of
+from network import DEFAULT_METHOD, METHODS, Family, TaskModel, load_task_state, method_spec
 from training.context import Context
 from training.loop import build_task_model
 from training.record import PURPOSES, TaskRecord, differing_settings
@@ -18,7 +20,7 @@ from training.settings import Layout
 
 @dataclass(frozen=True)
 class Trained:
-    """Finished tasks of one isolated method in a weight folder, in run order, and the settings they share."""
+    """Finished tasks of one method in a weight folder, in run order, and the settings they share."""
 
     method: str
     tasks: list[TaskInfo]
@@ -38,18 +40,14 @@ def record_paths(layout: Layout, method: str) -> dict[str, Path]:
 
 
 def trained_method(layout: Layout, method: str | None) -> str:
-    """The method given, or the one isolated method with finished tasks in the weight folder (CLR first)."""
+    """The method given, or the one method with finished tasks in the weight folder (CLR first)."""
     if method is not None:
-        if method not in methods_of(Family.ISOLATED):
-            raise RunError(f"--method {method} learns on one shared backbone that later tasks changed, so its "
-                           "tasks cannot be used one by one: --predict takes an isolated method's tasks")
         return method
-    isolated = methods_of(Family.ISOLATED)
-    found = [name for name in isolated if record_paths(layout, name)]
+    found = [name for name in METHODS if record_paths(layout, name)]
     if not found:
         raise RunError(f"no trained tasks in {layout.weight}: train them first, or pass the --weight folder "
                        "they were trained into")
-    if found[0] == isolated[0] or len(found) == 1:
+    if found[0] == DEFAULT_METHOD or len(found) == 1:
         return found[0]
     raise RunError(f"{layout.weight} holds tasks of several methods ({', '.join(found)}): pass --method")
 
@@ -89,6 +87,15 @@ def task_model(ctx: Context, record: TaskRecord) -> TaskModel:
     model = build_task_model(ctx.backbone, record.config["method"], record.num_classes, ctx.runtime)
     load_task_state(model, record.state)
     return model
+
+
+def task_models(ctx: Context, trained: Trained) -> Callable[[int], torch.nn.Module]:
+    """The model each task of ``trained`` computes with, by its index: an isolated method's task model, or a
+    shared-backbone method's final model (rebuilt from its after-task file) set to the task, as its evaluation was."""
+    if method_spec(trained.method).family is Family.ISOLATED:
+        return lambda index: task_model(ctx, trained.records[index])
+    final = load_final_model(ctx, trained.method)
+    return lambda index: final.use_task(trained.tasks[index].name)
 
 
 def usable_record(ctx: Context, task: TaskInfo, current: dict) -> TaskRecord | None:

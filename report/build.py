@@ -93,9 +93,10 @@ def draw_figures(tables: dict, results: list[MethodResults], folder: Path) -> li
 
 def write_report(layout: Layout, tasks: list[TaskInfo], contexts: list[Context] | None = None) -> str:
     """Tables and figures for every method with results in the result folder over ``tasks`` (in run order). With
-    ``contexts`` (None: --no-verify), each isolated method's saved tasks that match its backbone, image size and
-    data are re-evaluated first, with the context of that method (a method found in the folder but not run now:
-    the first context's backbone); a mismatch is an error, raised after everything is written."""
+    ``contexts`` (None: --no-verify), every method's saved tasks are re-evaluated first, with the context of that
+    method (a method found in the folder but not run now: the first context's): an isolated method's tasks that match
+    its backbone, image size and data, and a shared-backbone method's tasks on its final model rebuilt from its
+    after-task file; a mismatch is an error, raised after everything is written."""
     results = read_methods(layout, tasks)
     if not results:
         raise RunError(f"no results for the selected task(s) in {layout.result}")

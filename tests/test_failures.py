@@ -147,3 +147,27 @@ def test_sigterm_stops_with_one_line_and_the_rerun_resumes(data, tmp_path):
     rerun = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resuming {TASKS[0]} after epoch" in rerun.stdout
+
+
+def write_empty(root: Path, relative: bytes) -> None:
+    """An empty file (sampling reads names only) at a path given as bytes, as a camera or another OS may name it."""
+    path = os.fsencode(root) + b"/" + relative
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY))
+
+
+@pytest.mark.parametrize("refused", [b"b/train/a/1.png", b"b/train/caf\xe9/1.png"],
+                         ids=["one-class task", "not a UTF-8 name"])
+def test_a_refused_task_stops_on_a_line_of_its_own_below_the_open_progress_bar(tmp_path, capsys, refused):
+    """The second task is refused while the "sampling tasks" bar is on screen: the error line starts at column 0
+    (after the bar's line ends), in captured output as in a log file."""
+    for relative in (b"a/train/x/1.png", b"a/train/y/2.png", b"a/val/x/3.png", b"a/val/y/4.png", refused,
+                     b"b/val/a/5.png"):
+        write_empty(tmp_path / "mine", relative)
+    out = tmp_path / "out"
+    assert main.main(["--data", str(tmp_path / "mine"), "--arch", "resnet18", "--weights", "none", "--image-size", "32",
+                      "--workers", "0", "--result", str(out / "result"), "--weight", str(out / "weight")]) == 2
+    err = capsys.readouterr().err
+    start = err.index("error: ")
+    assert "sampling tasks" in err[:start] and err[start - 1] == "\n", err
+    assert "task b" in one_error(err) or "is not a valid UTF-8 name" in one_error(err)

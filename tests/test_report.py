@@ -204,7 +204,7 @@ def test_report_reverifies_matching_methods_and_says_why_others_are_not(trained,
             "accuracies equal the recorded ones.") in report
     assert "**Linear** (isolated per-task state; resnet50, backbone none:seed0, 32 px): 1 task(s) not re-evaluated: " \
            "settings differ (trained with resnet50, backbone none:seed0, 32 px; this report has resnet18" in report
-    assert "**SGD** (shared backbone" in report and "1 task(s) not re-evaluated: shared backbone" in report
+    assert "**SGD** (shared backbone" in report and "1 task(s) not re-evaluated: no SGD_after_task.pt" in report
     summary = {r["method"]: r for r in table(report, "method")}
     assert summary["CLR"]["verified"] == "1/1" and summary["CLR"]["BWT (points)"] == "0.00"
     verification = json.loads((tmp_path / "result" / "verification.json").read_text())
