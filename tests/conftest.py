@@ -50,11 +50,20 @@ def one_thread_main(argv: list[str]) -> int:
         torch.set_num_threads(threads)
 
 
-def torchrun(argv: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    """main.py with ``argv`` as a torchrun job of two processes on this machine."""
+def reference_run(tmp_path_factory, argv_of) -> Path:
+    """A fresh folder ``out`` with a one-thread plain run of ``argv_of(out)`` in it: a test module's reference for
+    what a torchrun job must reproduce."""
+    out = tmp_path_factory.mktemp("one")
+    assert one_thread_main(argv_of(out)) == 0
+    return out
+
+
+def torchrun_job(tmp_path_factory, argv_of) -> tuple[Path, subprocess.CompletedProcess]:
+    """A fresh folder with main.py run as a torchrun job of two processes on this machine, and the job."""
+    out = tmp_path_factory.mktemp("two")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               str(REPO / "main.py"), *argv]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+               str(REPO / "main.py"), *argv_of(out)]
+    return out, subprocess.run(command, cwd=out, capture_output=True, text=True, timeout=900)
 
 
 def read_csv(path: Path) -> list[dict]:

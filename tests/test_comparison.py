@@ -24,15 +24,13 @@ def run_args(data: Path, out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def one_process(data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("one")
-    assert conftest.one_thread_main(run_args(data, out)) == 0
-    return out
+    """The reference: a plain run with one thread, as torchrun gives each process."""
+    return conftest.reference_run(tmp_path_factory, lambda out: run_args(data, out))
 
 
 @pytest.fixture(scope="module")
 def two_processes(data, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    out = tmp_path_factory.mktemp("two")
-    return out, conftest.torchrun(run_args(data, out), out)
+    return conftest.torchrun_job(tmp_path_factory, lambda out: run_args(data, out))
 
 
 def same(a, b) -> bool:

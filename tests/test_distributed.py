@@ -36,15 +36,12 @@ def saved_weights(out: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def one_process(data, tmp_path_factory) -> Path:
     """The reference: a plain run with one thread, as torchrun gives each process."""
-    out = tmp_path_factory.mktemp("one")
-    assert conftest.one_thread_main(run_args(data, out)) == 0
-    return out
+    return conftest.reference_run(tmp_path_factory, lambda out: run_args(data, out))
 
 
 @pytest.fixture(scope="module")
 def two_processes(data, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    out = tmp_path_factory.mktemp("two")
-    return out, conftest.torchrun(run_args(data, out), out)
+    return conftest.torchrun_job(tmp_path_factory, lambda out: run_args(data, out))
 
 
 def test_two_processes_learn_each_task_once_with_the_results_of_one(one_process, two_processes):
