@@ -14,7 +14,7 @@ from training.settings import Layout
 
 METHODS = ["Ghost_reduced_v1", "EWC"]
 SEEDS = [0, 1]
-RUN = ["--method", *METHODS, "--seeds", *map(str, SEEDS), "--epochs", "1", "--device", "cpu"]
+RUN = ["--method", *METHODS, "--seeds", *map(str, SEEDS), "--epochs", "1", "--image-size", "16", "--device", "cpu"]
 TASK_EPOCHS = len(METHODS) * len(SEEDS) * len(conftest.TASKS)  # every task of every method and seed, 1 epoch
 
 

@@ -1,7 +1,6 @@
 """PackNet end to end on two small synthetic tasks: a flat accuracy matrix, frozen weights that stay bit for bit,
 the bytes and parameters each task keeps, resume after a kill in either phase (each with its own metrics file), a
 backbone that runs out of free weights, and the refusal under torchrun."""
-import contextlib
 import math
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from continual.packnet import FREE, MASK_PREFIX, PackNet, smallest
 from network import load_backbone, unpack_bits
 from tests.conftest import Kill, assert_same_states, read_csv, saved_states
 from tests import test_continual
-from training import distributed
 from training.metrics import read_epochs
 from training.settings import Layout
 
@@ -145,14 +143,6 @@ def test_the_smallest_weights_are_picked_with_ties_broken_by_position():
     assert smallest(weight, candidates, 0.5).tolist() == [[False, True, True, False], [True, False, False, True]]
     assert smallest(weight, candidates, 0.3).tolist() == [[False, True, True, False], [False] * 4]  # round(2.1)
     assert not smallest(weight, candidates, 0).any() and torch.equal(smallest(weight, candidates, 1), candidates)
-
-
-def test_torchrun_is_refused_in_one_line(data, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(distributed, "is_torchrun", lambda: True)
-    monkeypatch.setattr(distributed, "process_group", contextlib.nullcontext)
-    assert main.main(packnet_args(data, tmp_path)) == 2
-    assert capsys.readouterr().err == ("error: --method PackNet learns its tasks one after another on one shared "
-                                       "backbone, so it cannot be spread over processes: run it without torchrun\n")
 
 
 def test_degenerate_fractions_are_refused_in_one_line(data, tmp_path, capsys):
