@@ -358,8 +358,8 @@ def train(args: argparse.Namespace) -> int:
         do_units([unit for ctx in contexts for unit in driver_of(ctx.method).units(ctx, samples)])
         if distributed.is_leader():
             for ctx in contexts:
-                if driver_of(ctx.method).finish is not None:
-                    driver_of(ctx.method).finish(ctx, samples)
+                if finish := driver_of(ctx.method).finish:
+                    finish(ctx, samples)
             report_seeds(top, layouts, contexts, source.tasks, verify=not args.no_verify)
     return 0
 

@@ -1,7 +1,5 @@
 """Shared-backbone continual-learning baselines: one backbone trained from task to task, one head per task
 (task-incremental: the task id picks the head at test time), and the accuracy matrix that shows forgetting."""
-import logging
-
 from continual.er import ER
 from continual.ewc import EWC
 from continual.lwf import LwF
@@ -13,11 +11,8 @@ from continual.sgd import SGD
 from continual.si import SI
 from dataset.task import TaskSample
 from network import Family, methods_of
-from training import distributed
 from training.context import Context
 from training.work import WorkUnit, task_cost
-
-log = logging.getLogger("clr")
 
 # the code of each shared-backbone method of network.methods' registry, which holds everything else about it
 IMPLEMENTATIONS: dict[str, type[Method]] = {"SGD": SGD, "EWC": EWC, "LwF": LwF, "ER": ER, "SI": SI, "PSP": PSP,
@@ -31,9 +26,7 @@ def sequence_unit(ctx: Context, samples: list[TaskSample]) -> WorkUnit:
     """The method's whole task sequence as one unit of work: one process learns the tasks in order with one shared
     backbone, resuming where a previous run stopped, with the method's own hyper-parameters as the context holds
     them (and every file records them)."""
-    def learn() -> None:
-        if distributed.is_torchrun():
-            log.info("%s seed %d: learnt by %s", ctx.method, ctx.recipe.seed, distributed.describe())
+    def learn() -> None:  # under torchrun, training.work logs which process takes it
         print(learn_sequence(ctx, samples, IMPLEMENTATIONS[ctx.method](ctx)))
 
     return WorkUnit(f"{ctx.method} seed {ctx.recipe.seed}",
