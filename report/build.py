@@ -7,7 +7,7 @@ from pathlib import Path
 from common.errors import RunError
 from common.files import atomic_write_text
 from dataset.sources import open_data, select_tasks
-from dataset.task import TaskInfo
+from dataset.task import TaskInfo, TaskSample
 from inference.agnostic import write_task_agnostic
 from report import figures
 from report.inputs import MethodResults, tasks_from_results
@@ -126,9 +126,16 @@ def report_run(contexts: list[Context], tasks: list[TaskInfo], task_agnostic: li
     """The end of a run, and --report, for the methods of one result folder: for each context of
     ``task_agnostic`` (the isolated methods), answer every finished task's validation images without task labels;
     then verify every method's saved tasks (unless not ``verify``: --no-verify) and write the tables and figures."""
+    samples: dict[int, TaskSample] = {}  # each task sampled once, however many methods finished it
+
+    def sample_of(ctx: Context, task: TaskInfo) -> TaskSample:
+        if task.task_id not in samples:
+            samples[task.task_id] = ctx.source.sample(task)
+        return samples[task.task_id]
+
     summaries = []
     for ctx in task_agnostic:
-        finished = [ctx.source.sample(task) for task in tasks if ctx.weight_path(task).exists()]
+        finished = [sample_of(ctx, task) for task in tasks if ctx.weight_path(task).exists()]
         agnostic = write_task_agnostic(ctx, finished)
         if agnostic is not None:
             summaries.append(agnostic.summary())
