@@ -24,6 +24,7 @@ def quick(tmp_path_factory):
     return code, result
 
 
+@pytest.mark.slow
 def test_quick_runs_every_step_and_reports_positive_figures(quick):
     code, result = quick
     report = json.loads((result / "acceptance_cpu.json").read_text())
@@ -67,6 +68,7 @@ def test_quick_runs_every_step_and_reports_positive_figures(quick):
     assert all(positive(hours) for hours in projection["hours"].values())
 
 
+@pytest.mark.slow
 def test_quick_writes_a_table_with_every_step(quick):
     _, result = quick
     table = (result / "acceptance_cpu.md").read_text()

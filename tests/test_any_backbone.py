@@ -8,7 +8,7 @@ import torch
 
 import main
 from network import input_config, load_backbone
-from tests.conftest import TASKS, read_csv, run_args
+from tests.helpers import TASKS, read_csv, run_args
 
 pytest.importorskip("timm")
 TIMM_ARCH = "timm:test_efficientnet"  # timm's tiny EfficientNet: TF "same" padding convs and BatchNormAct2d
@@ -18,6 +18,7 @@ def record(out: Path, task: str, method: str) -> dict:
     return torch.load(out / "weight" / f"{task}_{method}.pt", weights_only=True)
 
 
+@pytest.mark.slow
 def test_clr_and_ewc_on_a_timm_network_end_to_end(data, tmp_path, capsys):
     args = run_args(data, tmp_path, "--arch", TIMM_ARCH, "--epochs", "1")
     assert main.main(args) == 0
@@ -34,6 +35,7 @@ def test_clr_and_ewc_on_a_timm_network_end_to_end(data, tmp_path, capsys):
     assert f"note: {TIMM_ARCH}'s weights were made for 160 px images; this run uses 32 px" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["mobilenet_v3_small", TIMM_ARCH])
 def test_a_saved_state_dict_is_a_backbone_and_its_tasks_predict_from_the_weight_folder(data, tmp_path, arch,
                                                                                        capsys):

@@ -12,7 +12,7 @@ from torchvision.models.convnext import CNBlockConfig
 from common.errors import NetworkError
 from network.backbone import (DEFAULT_ARCH, InputConfig, arch_of, backbone_id, check_arch, classifier_name,
                               feature_extractor, input_config, load_backbone, parameter_count, weights_of)
-from tests.test_network import seeded_and_frozen
+from tests.helpers import seeded_and_frozen
 
 timm = pytest.importorskip("timm")  # the code runs without it (see the last test); these tests use its models
 IMAGENET = InputConfig(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), native_size=224,

@@ -6,6 +6,7 @@ import pytest
 from benchmarks import speed
 
 
+@pytest.mark.slow
 def test_benchmark_reports_every_path_and_consistent_ratios(tmp_path, capsys):
     # CUDA's eval batch (256): more than the task's val split holds, the case that stopped the first GPU run
     speed.main_cli(["--device", "cpu", "--arch", "resnet18", "--image-size", "32", "--steps", "2", "--warmup", "1",

@@ -9,7 +9,7 @@ from PIL import Image
 from dataset.check import check_tasks
 from dataset.sources import manifest_text, open_data
 from dataset.task import TaskInfo
-from tests.mixed_images import noise
+from tests.helpers import noise
 
 
 def manifests(folder: Path):

@@ -9,29 +9,34 @@ import pytest
 import torch
 
 import training.fit
-from tests import conftest
-from tests.conftest import Kill, read_csv
+from tests import helpers
+from tests.helpers import Kill, read_csv
 from training.settings import Layout
+
+pytestmark = pytest.mark.slow  # every test here reads or makes a trained run
 
 METHODS = ["Ghost_reduced_v1", "EWC"]
 SEEDS = [0, 1]
-RUN = ["--method", *METHODS, "--seeds", *map(str, SEEDS), "--epochs", "1", "--image-size", "16", "--device", "cpu"]
-TASK_EPOCHS = len(METHODS) * len(SEEDS) * len(conftest.TASKS)  # every task of every method and seed, 1 epoch
+TASKS = helpers.SMALL_TASKS[:2]
+# timm's tiny EfficientNet: EWC's per-image Fisher is most of a run's time, and on resnet18 it takes 9 times longer
+RUN = ["--tasks", *TASKS, "--method", *METHODS, "--seeds", *map(str, SEEDS), "--epochs", "1", "--device", "cpu",
+       "--arch", "timm:test_efficientnet"]
+TASK_EPOCHS = len(METHODS) * len(SEEDS) * len(TASKS)  # every task of every method and seed, 1 epoch
 
 
 def run_args(data: Path, out: Path) -> list[str]:
-    return conftest.run_args(data, out, *RUN)
+    return helpers.small_args(data, out, METHODS[0], *RUN)  # RUN's --method wins
 
 
 @pytest.fixture(scope="module")
-def one_process(data, tmp_path_factory) -> Path:
+def one_process(small_tasks, tmp_path_factory) -> Path:
     """The reference: a plain run with one thread, as torchrun gives each process."""
-    return conftest.reference_run(tmp_path_factory, lambda out: run_args(data, out))
+    return helpers.reference_run(tmp_path_factory, lambda out: run_args(small_tasks, out))
 
 
 @pytest.fixture(scope="module")
-def two_processes(data, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    return conftest.torchrun_job(tmp_path_factory, lambda out: run_args(data, out))
+def two_processes(small_tasks, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    return helpers.torchrun_job(tmp_path_factory, lambda out: run_args(small_tasks, out))
 
 
 def same(a, b) -> bool:
@@ -65,13 +70,13 @@ def test_each_seed_gets_its_own_folders_with_every_methods_files(one_process):
         seed_layout = Layout(one_process / "result", one_process / "weight").for_seed(seed)
         for method in METHODS:
             rows = read_csv(seed_layout.results_csv(method))
-            assert [row["task_name"] for row in rows] == conftest.TASKS
-            for task in conftest.TASKS:
+            assert [row["task_name"] for row in rows] == TASKS
+            for task in TASKS:
                 record = torch.load(seed_layout.weights(task, method), weights_only=True)
                 assert (record["config"]["seed"], record["config"]["method"]) == (seed, method)
         assert seed_layout.after_task("EWC").exists() and seed_layout.matrix_csv("EWC").exists()
     first, second = (torch.load(Layout(one_process / "result", one_process / "weight").for_seed(seed)
-                                .weights(conftest.TASKS[0], METHODS[0]), weights_only=True)["state"]
+                                .weights(TASKS[0], METHODS[0]), weights_only=True)["state"]
                      for seed in SEEDS)
     assert any(not torch.equal(first[key], second[key]) for key in first)  # another seed, another head
 
@@ -86,7 +91,7 @@ def test_the_report_across_seeds_gives_intervals_paired_differences_and_error_ba
     assert set(summary) == set(METHODS)
     for method in METHODS:
         seeds = [float(read_csv(top.for_seed(seed).results_csv(method))[k]["best_acc"]) for seed in SEEDS
-                 for k in range(len(conftest.TASKS))]
+                 for k in range(len(TASKS))]
         assert float(summary[method]["average_mean"]) == pytest.approx(sum(seeds) / len(seeds))
         assert summary[method]["average_half_width"] != ""  # two seeds give an interval
     differences = read_csv(top.seeds_differences_csv)
@@ -100,24 +105,24 @@ def test_two_processes_give_the_files_of_one_with_sequences_and_tasks_side_by_si
     assert job.returncode == 0, job.stderr[-3000:]
     assert_same_files(out, one_process)
     # the two processes share stderr, so one's line can run into the other's: read the claims, not the lines
-    tasks = "|".join(conftest.TASKS)
+    tasks = "|".join(TASKS)
     taken = re.findall(rf"process (\d) of 2 on \S+ takes (EWC seed \d|{METHODS[0]} seed \d (?:{tasks}))",
                        job.stdout + job.stderr)
     units = [f"EWC seed {seed}" for seed in SEEDS] + [f"{METHODS[0]} seed {seed} {task}" for seed in SEEDS
-                                                       for task in conftest.TASKS]
+                                                       for task in TASKS]
     assert sorted(unit for _, unit in taken) == sorted(units)  # each unit claimed once
     # the two sequences are the largest units, so each process starts with one, and CLR's tasks fill in after
     assert sorted(process for process, unit in taken if unit.startswith("EWC")) == ["0", "1"]
     assert not list((out / "weight").rglob("*.resume.pt"))
 
 
-def test_a_killed_run_rerun_finishes_without_training_anything_twice(data, one_process, tmp_path, monkeypatch):
+def test_a_killed_run_rerun_finishes_without_training_anything_twice(small_tasks, one_process, tmp_path, monkeypatch):
     kill = Kill(monkeypatch, at_call=4)  # seed 0's EWC sequence, in its second task
-    assert conftest.one_thread_main(run_args(data, tmp_path)) == 130
+    assert helpers.one_thread_main(run_args(small_tasks, tmp_path)) == 130
     kill.disarm()
     epochs = []
     real = training.fit.train_one_epoch
     monkeypatch.setattr(training.fit, "train_one_epoch", lambda *a, **k: epochs.append(1) or real(*a, **k))
-    assert conftest.one_thread_main(run_args(data, tmp_path)) == 0
+    assert helpers.one_thread_main(run_args(small_tasks, tmp_path)) == 0
     assert len(epochs) == TASK_EPOCHS - 3  # the three epochs that finished before the kill are not run again
     assert_same_files(tmp_path, one_process)

@@ -1,6 +1,5 @@
 """The shared-backbone baselines (SGD, EWC, LwF, ER) end to end on small synthetic tasks: the accuracy matrix,
 the weights files and CSV that follow from it, forgetting, resume after a kill, and the methods' own parts."""
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,43 +14,14 @@ from continual.er import ER, select_for_memory
 from continual.ewc import EWC, diagonal_fisher
 from continual.matrix import write_matrix
 from dataset.images import IMAGENET
-from dataset.sources import open_data
 from dataset.synthetic import DEMO_TASKS
 from dataset.task import TaskInfo, TaskSample
 from network import MultiHeadModel, load_backbone
-from tests.conftest import Kill, read_csv
+from tests.helpers import SMALL_TASKS, Kill, matrix_of, read_csv, small_args
 from training.settings import Recipe, runtime_for
 
-TRAIN_PER_CLASS, VAL_PER_CLASS = 10, 4  # a small cut of the demo tasks, so a whole backbone trains in seconds
-TASKS = [f"{order}_{name}" for order, name in enumerate(DEMO_TASKS, 1)]  # folder names sort in demo order
+TASKS = SMALL_TASKS
 HEAD_ONLY = ("SGD", "EWC", "LwF", "ER")  # tested here; SI and PSP in test_si_psp.py, PackNet in test_packnet.py
-
-
-@pytest.fixture(scope="module")
-def data(dct, tmp_path_factory) -> Path:
-    """The three demo domains as task folders, with a few images per class."""
-    source = open_data(dct, dct / "stat.csv")
-    root = tmp_path_factory.mktemp("tasks")
-    for folder, task in zip(TASKS, (t for t in source.tasks if t.name in DEMO_TASKS)):
-        sample = source.sample(task)
-        for split, items, count in (("train", sample.train, TRAIN_PER_CLASS), ("val", sample.val, VAL_PER_CLASS)):
-            for label, key in enumerate(sample.classes):
-                for path, _ in [item for item in items if item[1] == label][:count]:
-                    target = root / folder / split / f"class{key}" / Path(path).name
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(dct / path, target)
-    return root
-
-
-def run_args(data: Path, out: Path, method: str, *extra: str) -> list[str]:
-    return ["--data", str(data), "--method", method, "--arch", "resnet18", "--weights", "none",
-            "--image-size", "16", "--epochs", "2", "--workers", "0", "--result", str(out / "result"),
-            "--weight", str(out / "weight"), "--cache-dir", str(out / "cache"), *extra]
-
-
-def matrix_of(out: Path, method: str, tasks: list[str] = TASKS) -> list[list[float]]:
-    rows = read_csv(out / "result" / f"{method}_matrix.csv")
-    return [[float(row[name]) for name in tasks if row[name] != ""] for row in rows]
 
 
 def bwt(matrix: list[list[float]]) -> float:
@@ -60,23 +30,24 @@ def bwt(matrix: list[list[float]]) -> float:
 
 def sgd_args(dct: Path, out: Path, *extra: str) -> list[str]:
     """SGD on the demo's first two tasks with all their images: the small cut learns too little to lose much."""
-    return run_args(dct, out, "SGD", "--stat", str(dct / "stat.csv"), "--tasks", *SGD_TASKS, *extra)
+    return small_args(dct, out, "SGD", "--stat", str(dct / "stat.csv"), "--tasks", *SGD_TASKS, *extra)
 
 
 SGD_TASKS = list(DEMO_TASKS[:2])
 
 
 @pytest.fixture(scope="module")
-def runs(data, dct, tmp_path_factory) -> dict[str, tuple[Path, list[str]]]:
+def runs(small_tasks, dct, tmp_path_factory) -> dict[str, tuple[Path, list[str]]]:
     """One uninterrupted run of each method: (its output folder, its tasks)."""
     outs = {"SGD": (tmp_path_factory.mktemp("SGD"), SGD_TASKS)}
     assert main.main(sgd_args(dct, outs["SGD"][0])) == 0
     for method in HEAD_ONLY[1:]:
         outs[method] = (tmp_path_factory.mktemp(method), TASKS)
-        assert main.main(run_args(data, outs[method][0], method)) == 0
+        assert main.main(small_args(small_tasks, outs[method][0], method)) == 0
     return outs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", HEAD_ONLY)
 def test_matrix_weights_files_and_csv_agree(runs, method):
     out, tasks = runs[method]
@@ -113,12 +84,14 @@ def test_matrix_csv_bytes(tmp_path):
                                 "11,blob,0.3333333333333333,0.30000000000000004,0.0\n")
 
 
+@pytest.mark.slow
 def test_sgd_forgets(runs):
     matrix = matrix_of(runs["SGD"][0], "SGD", SGD_TASKS)
     assert all(matrix[i][i] > 0.7 for i in range(len(SGD_TASKS)))  # each task was learnt ...
     assert bwt(matrix) < -0.15  # ... and the second task cost the first one much of it
 
 
+@pytest.mark.slow
 def test_rerun_of_a_finished_sequence_trains_nothing(dct, runs, capsys):
     out = runs["SGD"][0]
     before = (out / "result" / "SGD_matrix.csv").read_text()
@@ -127,24 +100,26 @@ def test_rerun_of_a_finished_sequence_trains_nothing(dct, runs, capsys):
     assert (out / "result" / "SGD_matrix.csv").read_text() == before
 
 
-def test_other_settings_are_refused_and_fresh_starts_over(data, runs, capsys):
+@pytest.mark.slow
+def test_other_settings_are_refused_and_fresh_starts_over(small_tasks, runs, capsys):
     out = runs["EWC"][0]
-    assert main.main(run_args(data, out, "EWC", "--ewc-lambda", "3")) == 2
+    assert main.main(small_args(small_tasks, out, "EWC", "--ewc-lambda", "3")) == 2
     error = capsys.readouterr().err
     assert "other settings or data: --ewc-lambda 10.0 (now 3.0)" in error and "--fresh" in error
-    assert main.main(run_args(data, out, "EWC", "--tasks", TASKS[0], "--epochs", "1", "--fresh")) == 0
+    assert main.main(small_args(small_tasks, out, "EWC", "--tasks", TASKS[0], "--epochs", "1", "--fresh")) == 0
     assert "already done" not in capsys.readouterr().out
     assert [row["task_name"] for row in read_csv(out / "result" / "EWC_matrix.csv")] == TASKS[:1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ER"])
-def test_killed_and_resumed_run_gives_the_same_matrix(data, runs, tmp_path, monkeypatch, method):
+def test_killed_and_resumed_run_gives_the_same_matrix(small_tasks, runs, tmp_path, monkeypatch, method):
     # the second task's second epoch: after-task state plus a resume point
     kill = Kill(monkeypatch, at_call=4)
-    assert main.main(run_args(data, tmp_path, method)) == 130
+    assert main.main(small_args(small_tasks, tmp_path, method)) == 130
     assert (tmp_path / "weight" / f"{TASKS[1]}_{method}.resume.pt").exists()
     kill.disarm()
-    assert main.main(run_args(data, tmp_path, method)) == 0
+    assert main.main(small_args(small_tasks, tmp_path, method)) == 0
     for name in (f"{method}_matrix.csv", f"{method}.csv"):
         assert (tmp_path / "result" / name).read_text() == (runs[method][0] / "result" / name).read_text()
     for task in TASKS:

@@ -1,6 +1,5 @@
 """Scale-out under torchrun on the CPU: every task learnt once, with the results of one process; the weight
-folder's run lock; a broken (NaN) loss stopping its task; and the predicted load balance."""
-import math
+folder's run lock; claiming units of work; and the predicted load balance."""
 import subprocess
 import sys
 from pathlib import Path
@@ -10,23 +9,21 @@ import torch
 import torch.distributed as dist
 
 import main
-import training.fit
 from benchmarks import balance
-from dataset.synthetic import DEMO_TASKS
 from dataset.task import TaskInfo
-from tests import conftest
-from tests.conftest import read_csv
+from tests import helpers
+from tests.helpers import read_csv
 from training import distributed
 from training.settings import Layout
 
 REPO = Path(__file__).resolve().parent.parent
-TASKS = list(DEMO_TASKS)
+TASKS = helpers.SMALL_TASKS
 METHOD = "Ghost_reduced_v1"
 
 
-def run_args(data: Path, out: Path, *extra: str) -> list[str]:
-    """The small run's settings on all three demo tasks, one epoch, on the CPU (a later option wins)."""
-    return conftest.run_args(data, out, "--tasks", *TASKS, "--epochs", "1", "--device", "cpu", *extra)
+def run_args(data: Path, out: Path) -> list[str]:
+    """CLR on the small cut's three tasks, one epoch, on the CPU."""
+    return helpers.small_args(data, out, METHOD, "--epochs", "1", "--device", "cpu")
 
 
 def saved_weights(out: Path) -> dict[str, dict]:
@@ -34,16 +31,17 @@ def saved_weights(out: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def one_process(data, tmp_path_factory) -> Path:
+def one_process(small_tasks, tmp_path_factory) -> Path:
     """The reference: a plain run with one thread, as torchrun gives each process."""
-    return conftest.reference_run(tmp_path_factory, lambda out: run_args(data, out))
+    return helpers.reference_run(tmp_path_factory, lambda out: run_args(small_tasks, out))
 
 
 @pytest.fixture(scope="module")
-def two_processes(data, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    return conftest.torchrun_job(tmp_path_factory, lambda out: run_args(data, out))
+def two_processes(small_tasks, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    return helpers.torchrun_job(tmp_path_factory, lambda out: run_args(small_tasks, out))
 
 
+@pytest.mark.slow
 def test_two_processes_learn_each_task_once_with_the_results_of_one(one_process, two_processes):
     out, job = two_processes
     assert job.returncode == 0, job.stderr[-3000:]
@@ -88,42 +86,23 @@ HOLD_LOCK = ("import sys, time; from pathlib import Path; from training.lock imp
              "with run_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(600)")
 
 
-def test_a_busy_weight_folder_is_refused_in_one_line_and_a_killed_holder_leaves_no_lock(data, one_process, capsys):
+@pytest.mark.slow
+def test_a_busy_weight_folder_is_refused_in_one_line_and_a_killed_holder_leaves_no_lock(small_tasks, one_process,
+                                                                                         capsys):
     lock = Layout(one_process / "result", one_process / "weight").lock
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], cwd=REPO, stdout=subprocess.PIPE,
                               text=True)
     try:
         assert holder.stdout.readline() == "locked\n"
-        assert main.main(run_args(data, one_process)) == 2
+        assert main.main(run_args(small_tasks, one_process)) == 2
         error = one_error_line(capsys.readouterr().err)
         assert error.startswith("error: another run is using the weight folder")
         assert str(lock) in error and "another --weight folder" in error
     finally:
         holder.kill()  # SIGKILL: no clean-up runs
         holder.wait()
-    assert main.main(run_args(data, one_process)) == 0
+    assert main.main(run_args(small_tasks, one_process)) == 0
     assert capsys.readouterr().out.count("already done") == len(TASKS)
-
-
-def test_a_nan_loss_stops_the_task_keeps_the_last_good_resume_point_and_saves_no_result(data, tmp_path,
-                                                                                         monkeypatch, capsys):
-    real = training.fit.train_one_epoch
-    calls = []
-
-    def nan_in_epoch_two(*args, **kwargs):
-        calls.append(1)
-        return (math.nan, 0.0) if len(calls) == 2 else real(*args, **kwargs)
-
-    monkeypatch.setattr(training.fit, "train_one_epoch", nan_in_epoch_two)
-    assert main.main(run_args(data, tmp_path, "--tasks", TASKS[0], "--epochs", "2")) == 2
-    error = one_error_line(capsys.readouterr().err)
-    assert error.startswith(f"error: task {TASKS[0]}: the training loss became nan in epoch 2, so the task stopped "
-                            "and saved no weights; its resume point after epoch 1 is kept")
-    resume = torch.load(tmp_path / "weight" / f"{TASKS[0]}_{METHOD}.resume.pt", weights_only=True)
-    assert resume["epoch"] == 1 and len(resume["history"]) == 1
-    assert all(torch.isfinite(tensor).all() for tensor in resume["state"].values())
-    assert not (tmp_path / "weight" / f"{TASKS[0]}_{METHOD}.pt").exists()
-    assert not (tmp_path / "result" / f"{METHOD}.csv").exists()
 
 
 def test_balance_largest_first_beats_round_robin_and_respects_the_largest_task(capsys):

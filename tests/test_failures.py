@@ -13,7 +13,7 @@ import pytest
 
 import main
 import training.loop
-from tests.conftest import TASKS, read_csv, run_args
+from tests.helpers import TASKS, read_csv, run_args
 
 REPO = Path(__file__).resolve().parent.parent
 METHOD = "Ghost_reduced_v1"
@@ -61,6 +61,7 @@ def left_behind(out: Path) -> list[str]:
     return sorted(p.name for p in out.rglob(".*.tmp"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name_part, folder", [
     (".resume.pt", "weight"), (f"{TASKS[0]}_{METHOD}.pt", "weight"), ("manifest.csv", "result"),
     (f"{METHOD}.csv", "result"), ("report.md", "result"), ("per_task_accuracy.png", "result"),
@@ -82,6 +83,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_rerun_continues(data, t
     assert row["task_name"] == TASKS[0] and (tmp_path / "result" / "report.md").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("folder", ["cache", "anchors"])
 def test_a_full_disk_for_the_cache_or_an_anchor_is_only_a_warning(data, tmp_path, monkeypatch, capsys, folder):
     """Either only costs a later run some time (a decode, a refit), so the run goes on without it."""
@@ -100,6 +102,7 @@ def test_a_full_disk_for_the_cache_or_an_anchor_is_only_a_warning(data, tmp_path
     assert left_behind(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_nan_mid_epoch_stops_within_a_few_steps_and_is_in_the_task_log(data, tmp_path, monkeypatch, capsys):
     real, calls = training.loop.l2_norm_penalty, []
 
@@ -129,6 +132,7 @@ def test_bad_method_options_are_refused_in_one_line(data, tmp_path, capsys):
         assert f"error: argument {option}: must be zero or more, got -1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sigterm_stops_with_one_line_and_the_rerun_resumes(data, tmp_path):
     args = [sys.executable, str(REPO / "main.py"), *run_args(data, tmp_path, "--tasks", TASKS[0], "--epochs", "8")]
     run = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -6,7 +6,7 @@ from torchvision import transforms
 
 from dataset.loader import DeviceBatches, ReleaseStyleDataset
 from dataset.preprocess import load_task_tensors
-from tests.mixed_images import make_sample, write_mixed_images
+from tests.helpers import make_sample, write_mixed_images
 
 SIZE = 32
 CPU = torch.device("cpu")

@@ -8,7 +8,7 @@ import pytest
 import main
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
 from network import build_model, load_backbone, task_state
-from tests.conftest import TASKS, Kill, assert_same_states, read_csv, run_args, saved_states, tensors_in
+from tests.helpers import TASKS, Kill, assert_same_states, read_csv, run_args, saved_states, tensors_in
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,6 +21,7 @@ def finished(data, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_run_writes_results_weights_logs_manifests_and_verified_report(data, finished):
     rows = read_csv(finished / "result" / "Ghost_reduced_v1.csv")
     assert [row["task_name"] for row in rows] == TASKS
@@ -61,12 +62,14 @@ def test_run_writes_results_weights_logs_manifests_and_verified_report(data, fin
     assert not list((finished / "weight").glob("*.resume.pt"))
 
 
+@pytest.mark.slow
 def test_accuracy_well_above_chance(finished):
     for path, saved in saved_states(finished).items():
         chance = 1 / len(saved["label_map"])
         assert saved["best_acc"] > 1.5 * chance, (path, saved["best_acc"])
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_tasks(data, finished, capsys):
     before = read_csv(finished / "result" / "Ghost_reduced_v1.csv")
     assert main.main(run_args(data, finished)) == 0
@@ -74,6 +77,7 @@ def test_rerun_skips_finished_tasks(data, finished, capsys):
     assert read_csv(finished / "result" / "Ghost_reduced_v1.csv") == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_at_epoch_call", [2, 3], ids=["mid-first-task", "start-of-second-task"])
 def test_interrupted_run_resumes_to_identical_results(data, finished, tmp_path, monkeypatch, kill_at_epoch_call):
     kill = Kill(monkeypatch, kill_at_epoch_call)
@@ -88,6 +92,7 @@ def test_interrupted_run_resumes_to_identical_results(data, finished, tmp_path, 
     assert not list((tmp_path / "weight").glob("*.resume.pt"))
 
 
+@pytest.mark.slow
 def test_fresh_starts_over(data, finished, tmp_path, capsys):
     assert main.main(run_args(data, tmp_path, "--tasks", TASKS[0])) == 0
     (tmp_path / "weight" / f"{TASKS[0]}_Ghost_reduced_v1.resume.pt").write_bytes(b"stale")
@@ -100,12 +105,14 @@ def test_fresh_starts_over(data, finished, tmp_path, capsys):
     assert read_csv(tmp_path / "result" / "Ghost_reduced_v1.csv") == [first]
 
 
+@pytest.mark.slow
 def test_changed_settings_on_rerun_are_refused(data, finished, capsys):
     assert main.main(run_args(data, finished, "--epochs", "3")) == 2
     error = capsys.readouterr().err
     assert "other settings or data: --epochs 2 (now 3)" in error and "--fresh" in error
 
 
+@pytest.mark.slow
 def test_other_data_under_the_same_weights_is_refused(finished, tmp_path, capsys):
     other = tmp_path / "other"
     write_synthetic_dct(other, seed=1)  # the same task names, other images
@@ -114,6 +121,7 @@ def test_other_data_under_the_same_weights_is_refused(finished, tmp_path, capsys
     assert "other settings or data: the data" in error and "--fresh" in error
 
 
+@pytest.mark.slow
 def test_a_new_result_folder_adopts_finished_weights_instead_of_retraining(data, finished, tmp_path, capsys):
     weights_before = saved_states(finished)
     assert main.main(run_args(data, finished, "--result", str(tmp_path / "result"))) == 0
@@ -123,12 +131,14 @@ def test_a_new_result_folder_adopts_finished_weights_instead_of_retraining(data,
     assert_same_states(saved_states(finished), weights_before)
 
 
+@pytest.mark.slow
 def test_report_covers_every_finished_task_after_a_subset_run(data, finished, capsys):
     assert main.main(run_args(data, finished, "--tasks", TASKS[1])) == 0
     report = (finished / "result" / "report.md").read_text()
     assert all(f"| {task} |" in report for task in TASKS) and f"**average over {len(TASKS)} tasks**" in report
 
 
+@pytest.mark.slow
 def test_report_puts_methods_side_by_side(data, finished, tmp_path):
     out = tmp_path
     for method in ("Ghost_reduced_v1", "Ghost"):
@@ -160,18 +170,33 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     (["--batch-size", "1", "--image-size", "32"], "BatchNorm cannot train on one image per batch"),
 ], ids=["missing-data", "unknown-task", "unknown-method", "unreadable-weights", "zero-epochs",
         "negative-batch", "unwritable-result", "unwritable-result-check", "nan-lr", "one-image-batches"])
-def test_user_mistakes_are_one_line_errors(data, tmp_path, args, message):
+def test_user_mistakes_are_one_line_errors(data, tmp_path, monkeypatch, capsys, args, message):
+    """In this process, as ``sys.exit(main())`` runs it: an exception main.py lets out would fail the test here,
+    as it would print a traceback there (test_a_mistake_in_a_real_process_is_one_line checks the process)."""
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     (tmp_path / "a_file").write_text("")
+    monkeypatch.chdir(tmp_path)
     base = ["--data", str(data), "--stat", str(data / "stat.csv"), "--weights", "none", "--workers", "0"]
-    result = cli(*base, *args, cwd=tmp_path)
-    assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and result.stderr.strip().endswith(errors[0]), result.stderr
+    try:
+        code = main.main([*base, *args])
+    except SystemExit as stop:  # argparse's errors
+        code = stop.code
+    stderr = capsys.readouterr().err
+    assert code != 0
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and stderr.strip().endswith(errors[0]), stderr
     assert message in errors[0]
-    assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_a_mistake_in_a_real_process_is_one_line(data, tmp_path):
+    result = cli("--data", "no/such/folder", "--weights", "none", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [line for line in result.stderr.splitlines()
+                                                  if line.startswith("error: ")]
+    assert "no/such/folder" in result.stderr and "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.slow
 def test_demo_without_data_writes_demo_folders_and_report(tmp_path):
     result = cli("--tasks", DEMO_TASKS[0], "--epochs", "1", "--arch", "resnet18", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -14,8 +14,7 @@ from network import (build_model, load_backbone, load_task_state, parameter_cost
 from network.backbone import feature_extractor
 from network.masks import MaskedConv, kept_count
 from report.verify import verify_task
-from tests import test_continual
-from tests.conftest import Kill, assert_same_states, read_csv, run_args, saved_states
+from tests.helpers import SMALL_TASKS, Kill, assert_same_states, read_csv, run_args, saved_states, small_args
 from training.record import TaskRecord
 
 
@@ -119,13 +118,12 @@ def test_cost_and_bytes_per_task(backbone, method):
 OPTION = {"Piggyback": ("--piggyback-threshold", "0.009"), "SupSup": ("--supsup-sparsity", "0.4")}
 
 
-data = test_continual.data  # the fixture of the small cut of the demo tasks, as task folders
-TASKS = test_continual.TASKS[:2]
+TASKS = SMALL_TASKS[:2]
 
 
-def mask_args(data: Path, out: Path, method: str) -> list[str]:
+def mask_args(small_tasks: Path, out: Path, method: str) -> list[str]:
     """Two task folders, 16 px, a few images per class: the task-folder layout, small enough to train thrice."""
-    args = test_continual.run_args(data, out, method, "--tasks", *TASKS, *OPTION[method])
+    args = small_args(small_tasks, out, method, "--tasks", *TASKS, *OPTION[method])
     if method == "SupSup":  # the method implies --weights none
         start = args.index("--weights")
         del args[start:start + 2]
@@ -149,19 +147,20 @@ class LookBack:
 
 
 @pytest.fixture(scope="module")
-def whole_runs(data, tmp_path_factory) -> dict[str, tuple[Path, tuple[int, int]]]:
+def whole_runs(small_tasks, tmp_path_factory) -> dict[str, tuple[Path, tuple[int, int]]]:
     """One uninterrupted run of each method: its output folder, and the first task re-evaluated from its record
     after the second was learnt, with its recorded count."""
     runs = {}
     with pytest.MonkeyPatch.context() as monkeypatch:
         for method in OPTION:
             look_back, out = LookBack(monkeypatch), tmp_path_factory.mktemp(method)
-            assert main.main(mask_args(data, out, method)) == 0
+            assert main.main(mask_args(small_tasks, out, method)) == 0
             runs[method] = (out, look_back.found)
             monkeypatch.undo()
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["Piggyback", "SupSup"])
 def test_method_learns_and_verifies(whole_runs, method):
     whole, (recomputed, recorded) = whole_runs[method]
@@ -177,13 +176,14 @@ def test_method_learns_and_verifies(whole_runs, method):
             "all re-evaluated accuracies equal the recorded ones") in (whole / "result" / "report.md").read_text()
 
 
-def test_killed_and_resumed_run_is_bit_identical(data, whole_runs, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_killed_and_resumed_run_is_bit_identical(small_tasks, whole_runs, tmp_path, monkeypatch):
     """Piggyback's scores train at their own rate in a second Adam group: the resume point must bring back both
     (SupSup resumes through the same training form of the state)."""
     kill = Kill(monkeypatch, at_call=4)  # the second task's second epoch: it resumes from its first
-    assert main.main(mask_args(data, tmp_path, "Piggyback")) == 130
+    assert main.main(mask_args(small_tasks, tmp_path, "Piggyback")) == 130
     kill.disarm()
-    assert main.main(mask_args(data, tmp_path, "Piggyback")) == 0
+    assert main.main(mask_args(small_tasks, tmp_path, "Piggyback")) == 0
     assert_same_states(saved_states(tmp_path), saved_states(whole_runs["Piggyback"][0]))
 
 

@@ -8,21 +8,21 @@ import torch
 
 import main
 import training.fit
-from tests import test_continual
-from tests.conftest import Kill
+from tests.helpers import SMALL_TASKS, Kill, small_args
 from training.metrics import read_epochs
 from training.settings import Layout
 
-data = test_continual.data  # a few images per class of two demo tasks, so each run takes seconds
-TASKS = test_continual.TASKS[:2]
+pytestmark = pytest.mark.slow  # every test here reads or makes a trained run
+
+TASKS = SMALL_TASKS[:2]
 METHOD = "Ghost_reduced_v1"
 KEYS = {"epoch", "loss", "train_acc", "val_acc", "lr", "images_per_s", "peak_gpu_mib", "wall_s", "best_epoch",
         "process", "world_size"}
 
 
-def run_args(data: Path, out: Path, *extra: str) -> list[str]:
+def run_args(small_tasks: Path, out: Path, *extra: str) -> list[str]:
     """CLR on resnet18 from a random init, 16 px, 2 epochs, two tasks."""
-    return test_continual.run_args(data, out, METHOD, "--tasks", *TASKS, *extra)
+    return small_args(small_tasks, out, METHOD, "--tasks", *TASKS, *extra)
 
 
 def metrics_of(out: Path, task: str) -> list[dict]:
@@ -34,9 +34,9 @@ def history_of(out: Path, task: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def finished(data, tmp_path_factory) -> Path:
+def finished(small_tasks, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("metrics")
-    assert main.main(run_args(data, out)) == 0
+    assert main.main(run_args(small_tasks, out)) == 0
     return out
 
 
@@ -53,8 +53,8 @@ def test_every_epoch_has_one_record_equal_to_the_history(finished):
                    and epoch["images_per_s"] > 0 and epoch["wall_s"] > 0 for epoch in epochs)
 
 
-def test_a_kill_in_an_epoch_or_before_its_resume_point_leaves_each_epoch_once(data, tmp_path, monkeypatch):
-    one_task = run_args(data, tmp_path, "--tasks", TASKS[0])
+def test_a_kill_in_an_epoch_or_before_its_resume_point_leaves_each_epoch_once(small_tasks, tmp_path, monkeypatch):
+    one_task = run_args(small_tasks, tmp_path, "--tasks", TASKS[0])
     kill = Kill(monkeypatch, at_call=2)  # in the second epoch
     assert main.main(one_task) == 130
     assert [epoch["epoch"] for epoch in metrics_of(tmp_path, TASKS[0])] == [1]
@@ -75,10 +75,10 @@ def test_a_kill_in_an_epoch_or_before_its_resume_point_leaves_each_epoch_once(da
     assert [epoch["val_acc"] for epoch in epochs] == [epoch["val_acc"] for epoch in history_of(tmp_path, TASKS[0])]
 
 
-def test_fresh_removes_the_selected_tasks_metrics(finished, data, tmp_path, monkeypatch):
+def test_fresh_removes_the_selected_tasks_metrics(finished, small_tasks, tmp_path, monkeypatch):
     for folder in ("result", "weight"):
         shutil.copytree(finished / folder, tmp_path / folder)
     Kill(monkeypatch, at_call=1)  # --fresh forgets both tasks, then the first stops in its first epoch
-    assert main.main(run_args(data, tmp_path, "--fresh")) == 130
+    assert main.main(run_args(small_tasks, tmp_path, "--fresh")) == 130
     layout = Layout(tmp_path / "result", tmp_path / "weight")
     assert metrics_of(tmp_path, TASKS[0]) == [] and not layout.metrics(TASKS[1], METHOD).exists()

@@ -11,6 +11,7 @@ from torch import nn
 from common.errors import NetworkError
 from network import (RESNETS, Family, ParameterCost, backbone_choice, backbone_id, build_model, methods_of,
                      load_backbone, load_task_state, parameter_cost, task_state)
+from tests.helpers import seeded_and_frozen
 from training.loop import l2_norm_penalty
 
 METHODS = methods_of(Family.ISOLATED)  # the methods with a model per task
@@ -424,20 +425,6 @@ def test_build_model_rejects_a_task_model_as_the_backbone(backbones):
 
 
 # ---- backbone weights ----------------------------------------------------------------------------------
-
-def seeded_and_frozen(arch: str) -> nn.Module:
-    """--weights none of ``arch``, checked: the same tensors whatever the global random state (as in another
-    process), that state left alone, eval mode, every parameter frozen."""
-    torch.manual_seed(123)
-    rng = torch.get_rng_state()
-    first = load_backbone(arch, "none")
-    assert torch.equal(rng, torch.get_rng_state())
-    torch.rand(5)
-    second = load_backbone(arch, "none")
-    assert all(torch.equal(t, second.state_dict()[name]) for name, t in first.state_dict().items())
-    assert not first.training and not any(p.requires_grad for p in first.parameters())
-    return first
-
 
 def test_random_backbone_is_deterministic_frozen_and_leaves_the_rng_alone():
     assert seeded_and_frozen("resnet18").conv1.weight.std() > 0.01

@@ -11,23 +11,21 @@ from torch import nn
 import main
 from continual.packnet import FREE, MASK_PREFIX, PackNet, smallest
 from network import load_backbone, unpack_bits
-from tests.conftest import Kill, assert_same_states, read_csv, saved_states
-from tests import test_continual
+from tests.helpers import SMALL_TASKS, Kill, assert_same_states, read_csv, saved_states, small_args
 from training.metrics import read_epochs
 from training.settings import Layout
 
-data = test_continual.data  # the fixture of a small cut of the demo tasks, a few images per class
-TWO = test_continual.TASKS[:2]
+TWO = SMALL_TASKS[:2]
 
 
-def packnet_args(data: Path, out: Path, *extra: str) -> list[str]:
+def packnet_args(small_tasks: Path, out: Path, *extra: str) -> list[str]:
     """One epoch of training and two of retraining per task: calls 1-3 of train_one_epoch are the first task's."""
-    return test_continual.run_args(data, out, "PackNet", "--tasks", *TWO, "--epochs", "1",
+    return small_args(small_tasks, out, "PackNet", "--tasks", *TWO, "--epochs", "1",
                                    "--packnet-retrain-epochs", "2", *extra)
 
 
 @pytest.fixture(scope="module")
-def reference(data, tmp_path_factory) -> tuple[Path, dict]:
+def reference(small_tasks, tmp_path_factory) -> tuple[Path, dict]:
     """An uninterrupted run, and the conv weights and owners as the first task left them."""
     out, after_first = tmp_path_factory.mktemp("packnet"), {}
     real = PackNet.before_task
@@ -41,7 +39,7 @@ def reference(data, tmp_path_factory) -> tuple[Path, dict]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(PackNet, "before_task", before_task)
-        assert main.main(packnet_args(data, out)) == 0
+        assert main.main(packnet_args(small_tasks, out)) == 0
     return out, after_first
 
 
@@ -49,6 +47,7 @@ def after_task_state(out: Path) -> dict:
     return torch.load(out / "weight" / "PackNet_after_task.pt", weights_only=True)
 
 
+@pytest.mark.slow
 def test_matrix_is_flat_and_earlier_weights_stay_bit_for_bit(reference):
     out, after_first = reference
     rows = read_csv(out / "result" / "PackNet_matrix.csv")
@@ -67,6 +66,7 @@ def test_matrix_is_flat_and_earlier_weights_stay_bit_for_bit(reference):
     assert all((owners == 1).any() for owners in after_first["owners"].values())
 
 
+@pytest.mark.slow
 def test_each_task_keeps_its_mask_bn_and_head(reference):
     out, _ = reference
     resnet = load_backbone("resnet18", "none")
@@ -93,19 +93,20 @@ def test_each_task_keeps_its_mask_bn_and_head(reference):
         assert owned > 0
 
 
-def test_killed_in_either_phase_and_resumed_gives_the_same_files(data, reference, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_killed_in_either_phase_and_resumed_gives_the_same_files(small_tasks, reference, tmp_path, monkeypatch):
     def resume_points() -> list[str]:
         return sorted(path.name for path in (tmp_path / "weight").glob("*resume.pt"))
 
     kill = Kill(monkeypatch, at_call=4)  # the second task's training: it starts again from the first's state
-    assert main.main(packnet_args(data, tmp_path)) == 130
+    assert main.main(packnet_args(small_tasks, tmp_path)) == 130
     assert resume_points() == []
     kill.disarm()
     kill = Kill(monkeypatch, at_call=3)  # its training again, then its retraining's first and second epoch
-    assert main.main(packnet_args(data, tmp_path)) == 130
+    assert main.main(packnet_args(small_tasks, tmp_path)) == 130
     assert resume_points() == [f"{TWO[1]}_PackNet.phase2.resume.pt", f"{TWO[1]}_PackNet.resume.pt"]
     kill.disarm()
-    assert main.main(packnet_args(data, tmp_path)) == 0
+    assert main.main(packnet_args(small_tasks, tmp_path)) == 0
     assert resume_points() == []
     out, _ = reference
     for name in ("PackNet_matrix.csv", "PackNet.csv"):
@@ -124,9 +125,10 @@ def test_killed_in_either_phase_and_resumed_gives_the_same_files(data, reference
         assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
 
 
-def test_a_task_without_free_weights_warns_and_still_finishes(data, tmp_path, capsys):
+@pytest.mark.slow
+def test_a_task_without_free_weights_warns_and_still_finishes(small_tasks, tmp_path, capsys):
     no_free = ["--tasks", TWO[0], "--epochs", "1", "--packnet-keep", "1", "--packnet-retrain-epochs", "0"]
-    assert main.main(test_continual.run_args(data, tmp_path, "PackNet", *no_free)) == 0
+    assert main.main(small_args(small_tasks, tmp_path, "PackNet", *no_free)) == 0
     note = f"PackNet: task {TWO[0]} keeps no weights of its own in 20 conv(s) (conv1, layer1.0.conv1,"
     assert note in capsys.readouterr().out  # the printed summary
     log = (tmp_path / "result" / TWO[0] / "PackNet.log").read_text()
@@ -145,12 +147,12 @@ def test_the_smallest_weights_are_picked_with_ties_broken_by_position():
     assert not smallest(weight, candidates, 0).any() and torch.equal(smallest(weight, candidates, 1), candidates)
 
 
-def test_degenerate_fractions_are_refused_in_one_line(data, tmp_path, capsys):
+def test_degenerate_fractions_are_refused_in_one_line(small_tasks, tmp_path, capsys):
     """A keep of 0 would throw the pretrained backbone away, a prune of 1 would leave a task no weights of its own."""
     for option, value, expected in (("--packnet-keep", "1.5", "(0, 1]"), ("--packnet-keep", "0", "(0, 1]"),
                                     ("--packnet-prune", "1", "[0, 1)")):
         with pytest.raises(SystemExit) as stopped:
-            main.main(packnet_args(data, tmp_path, option, value))
+            main.main(packnet_args(small_tasks, tmp_path, option, value))
         assert stopped.value.code == 2
         assert capsys.readouterr().err == (f"error: argument {option}: must be in {expected}, got {value} "
                                            "(see --help)\n")

@@ -1,6 +1,4 @@
 """--predict, the task mapper's anchors and the task-agnostic evaluation, on one trained run of the demo tasks."""
-import csv
-import io
 import shutil
 from pathlib import Path
 
@@ -9,6 +7,9 @@ import torch
 
 import main
 from dataset.synthetic import DEMO_TASKS
+from tests.helpers import read_csv_text
+
+pytestmark = pytest.mark.slow  # every test here reads or makes a trained run
 
 METHOD = "Ghost_reduced_v1"
 FEATURES = 512  # resnet18's pooled features
@@ -28,17 +29,13 @@ def run(data, tmp_path_factory) -> Path:
     return out
 
 
-def read_csv(text: str) -> list[dict]:
-    return list(csv.DictReader(io.StringIO(text)))
-
-
 def saved(run: Path, task: str) -> dict:
     return torch.load(run / "weight" / f"{task}_{METHOD}.pt", weights_only=True)
 
 
 def val_items(data: Path, run: Path, task: str) -> list[tuple[str, int]]:
     """The task's validation images (paths under the data folder) and labels, in manifest order."""
-    rows = read_csv((run / "result" / task / "manifest.csv").read_text())
+    rows = read_csv_text((run / "result" / task / "manifest.csv").read_text())
     return [(str(data / row["path"]), int(row["label"])) for row in rows if row["split"] == "val"]
 
 
@@ -46,7 +43,7 @@ def predict(data: Path, run: Path, capsys, paths, *extra: str) -> list[dict]:
     """Rows of the CSV that main.py --predict prints."""
     capsys.readouterr()
     assert main.main([*settings(data, run), "--predict", *map(str, paths), *extra]) == 0
-    return read_csv(capsys.readouterr().out)
+    return read_csv_text(capsys.readouterr().out)
 
 
 def test_files_and_folders_are_classified_with_the_given_task(data, run, capsys, tmp_path):
@@ -81,7 +78,7 @@ def test_predicting_validation_images_reproduces_the_recorded_accuracy_exactly(d
         output = tmp_path / f"{task}.csv"
         assert main.main([*settings(data, run), "--predict", *[path for path, _ in items],
                           "--task", str(record["task_id"]), "--output", str(output)]) == 0
-        rows = read_csv(output.read_text())
+        rows = read_csv_text(output.read_text())
         correct = sum(int(row["label"]) == label for row, (_, label) in zip(rows, items, strict=True))
         assert correct == record["best_correct"] and correct / len(items) == record["best_acc"], task
 
@@ -112,7 +109,7 @@ def test_auto_finds_the_task_and_the_agnostic_csv_agrees_with_predictions(data, 
     gives its mapper counts, and with --task given, its end-to-end counts."""
     text = (run / "result" / f"task_agnostic_{METHOD}.csv").read_text()
     assert text.splitlines()[0] == "task_id,task_name,val_images,mapper_correct,end_to_end_correct"
-    written = {row["task_name"]: row for row in read_csv(text)}
+    written = {row["task_name"]: row for row in read_csv_text(text)}
     assert list(written) == list(DEMO_TASKS)
     for task in DEMO_TASKS:
         items = val_items(data, run, task)
@@ -177,7 +174,7 @@ def test_predicting_needs_only_the_weight_folder(data, run, capsys, tmp_path, mo
     monkeypatch.chdir(tmp_path)
     for choice, expected in ((task, given), ("auto", auto)):
         assert main.main(["--predict", *images, "--task", choice, "--weight", str(run / "weight")]) == 0
-        assert read_csv(capsys.readouterr().out) == expected
+        assert read_csv_text(capsys.readouterr().out) == expected
     assert not (tmp_path / "demo_data").exists()
     # an anchor that has to be fitted needs the training images: one line saying so
     (tmp_path / "weight").mkdir()

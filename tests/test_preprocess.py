@@ -13,7 +13,7 @@ from dataset.images import open_rgb, resize_square
 from dataset.preprocess import (TaskTensors, decode_images, default_workers, load_task_tensors, task_cache_key,
                                 unreadable_images)
 from common.errors import DatasetError
-from tests.mixed_images import make_sample, noise, write_mixed_images
+from tests.helpers import make_sample, noise, write_mixed_images
 
 SIZE = 32
 

@@ -5,7 +5,7 @@ import pytest
 
 import main
 import training.loop
-from tests.conftest import TASKS, Kill, assert_same_states, read_csv, run_args, saved_states
+from tests.helpers import TASKS, Kill, assert_same_states, read_csv, run_args, saved_states
 
 # method -> the option it implies, left out of the command line to show that the method supplies it
 IMPLIED = {"li18": ("--arch", "resnet18"), "Ghost_a": None, "Resnet_Scratch": ("--weights", "none")}
@@ -52,6 +52,7 @@ def check_learnt(out: Path, method: str, penalty: PenaltyRecorder) -> None:
     assert gates == [] and len(penalised) == PENALISED[method]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["li18", "Resnet_Scratch"])
 def test_release_method_learns_and_verifies(data, tmp_path, monkeypatch, method):
     penalty = PenaltyRecorder(monkeypatch)
@@ -59,6 +60,7 @@ def test_release_method_learns_and_verifies(data, tmp_path, monkeypatch, method)
     check_learnt(tmp_path, method, penalty)
 
 
+@pytest.mark.slow
 def test_gated_clr_learns_and_resumes_bit_identically(data, tmp_path, monkeypatch):
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     penalty = PenaltyRecorder(monkeypatch)

@@ -2,19 +2,21 @@
 accuracy matrices with BWT, task-agnostic counts, verification, and the one-line error without results."""
 import json
 import shutil
-import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
 
 import main
-from dataset.synthetic import DEMO_TASKS, write_synthetic_dct
+import report.verify
+from dataset.synthetic import DEMO_TASKS
 from dataset.task import TaskInfo
 from report.inputs import read_method
-from tests.report_fixtures import write_matrix, write_method, write_task_agnostic
+from tests.helpers import png_size, table, write_matrix, write_method, write_task_agnostic
 from training.metrics import write_epochs
+from training.record import PURPOSES
 from training.settings import Layout
 
 TASKS = [(17, "wikiart"), (1, "scenes"), (2, "birds")]  # ./stat.csv runs them scenes, birds, wikiart
@@ -29,27 +31,8 @@ def report_on(folder: Path, *extra: str) -> int:
                       "--weight", str(folder / "weight"), *extra])
 
 
-def table(report: str, first_column: str) -> list[dict[str, str]]:
-    """The markdown table whose header starts with the given column, as dicts of cells."""
-    lines = report.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
-    header = [cell.strip() for cell in lines[start].strip("|").split("|")]
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append(dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))))
-    return rows
-
-
 def row(rows: list[dict], task: str) -> dict:
     return next(r for r in rows if r["task"] == task)
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
-    return struct.unpack(">II", data[16:24])
 
 
 def percent(fraction: float) -> str:
@@ -173,11 +156,9 @@ def test_no_results_is_one_line(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, list[str]]:
+def trained(data, tmp_path_factory) -> tuple[Path, list[str]]:
     """One tiny real run (one task, one epoch) whose saved task the report can re-evaluate."""
     out = tmp_path_factory.mktemp("trained")
-    data = out / "DATA"
-    write_synthetic_dct(data)
     args = ["--data", str(data), "--stat", str(data / "stat.csv"), "--tasks", DEMO_TASKS[0], "--arch", "resnet18",
             "--weights", "none", "--image-size", "32", "--workers", "0", "--cache-dir", str(out / "cache")]
     assert main.main([*args, "--epochs", "1", "--result", str(out / "result"), "--weight", str(out / "weight")]) == 0
@@ -191,6 +172,7 @@ def copy_run(trained: tuple[Path, list[str]], to: Path) -> list[str]:
     return [*args, "--report", "--result", str(to / "result"), "--weight", str(to / "weight")]
 
 
+@pytest.mark.slow
 def test_report_reverifies_matching_methods_and_says_why_others_are_not(trained, tmp_path, capsys):
     args = copy_run(trained, tmp_path)
     task_id = int(pd.read_csv(tmp_path / "result" / "Ghost_reduced_v1.csv").task_id[0])
@@ -217,6 +199,24 @@ def test_report_reverifies_matching_methods_and_says_why_others_are_not(trained,
     capsys.readouterr()
 
 
+def test_a_re_evaluation_one_image_off_in_four_hundred_is_a_mismatch(monkeypatch):
+    """The re-evaluated count must equal the record's exactly: one image off in 400 (0.25 points) is a mismatch."""
+    task = TaskInfo(order=0, task_id=7, name="big")
+    settings = dict.fromkeys(PURPOSES["verify"], "as trained")  # the record's settings are this run's
+    record = SimpleNamespace(best_correct=300, val_images=400, config=settings)
+    results = SimpleNamespace(name="Ghost_reduced_v1", shared_backbone=False, accuracy=pd.Series([0.75], index=[7]),
+                              records={7: record})
+    ctx = SimpleNamespace(task_config=lambda sample: settings,
+                          layout=SimpleNamespace(weights=lambda task, method: task))
+    monkeypatch.setattr(report.verify, "TaskRecord", SimpleNamespace(load=lambda path: record))
+    for correct, expected in ((299, (0, ["big: recorded 300 correct, re-evaluated 299"])),
+                              (301, (0, ["big: recorded 300 correct, re-evaluated 301"])), (300, (1, []))):
+        monkeypatch.setattr(report.verify, "verify_task", lambda *args: correct)
+        found = report.verify.verify_method(ctx, results, [task], {7: "its sample"})
+        assert (found.equal, found.mismatches) == expected
+
+
+@pytest.mark.slow
 def test_a_record_that_does_not_reproduce_is_an_error(trained, tmp_path, capsys):
     args = copy_run(trained, tmp_path)
     path = next((tmp_path / "weight").glob("*.pt"))
@@ -229,6 +229,7 @@ def test_a_record_that_does_not_reproduce_is_an_error(trained, tmp_path, capsys)
     assert "**1 MISMATCH(ES)**" in (tmp_path / "result" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_training_run_with_no_verify_reports_without_re_evaluating(trained, tmp_path, capsys):
     """--no-verify on a training run skips the end-of-run re-evaluation (a record that would not reproduce passes)
     and the report says why the tasks were not re-evaluated."""

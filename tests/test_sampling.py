@@ -15,33 +15,13 @@ import pytest
 from common.errors import DatasetError
 from dataset.dct import ROWS_QUERY, DctSource, class_quota, connect_read_only
 from dataset.task import TaskInfo
+from tests.helpers import SPLIT_FOLDER, TEST, TRAIN, VAL, image, write_database
 
-TRAIN, VAL, TEST = 0, 1, 2
-SPLIT_FOLDER = {TRAIN: "train", VAL: "val", TEST: "test"}
 TOY = TaskInfo(order=0, task_id=1, name="toy")
-
-
-def image(class_id: int, index: int, split: int = TRAIN, problem: int = 0, dataset_id: int = 1) -> tuple:
-    """One `files` row; its filename names its class and index so expectations read plainly."""
-    return (f"h{dataset_id}-{split}-{class_id}-{index}", f"/{SPLIT_FOLDER[split]}/", f"{class_id}_{index}.jpg",
-            class_id, dataset_id, problem, split)
 
 
 def images(class_id: int, count: int, split: int = TRAIN, start: int = 0) -> list[tuple]:
     return [image(class_id, index, split) for index in range(start, start + count)]
-
-
-def write_database(root: Path, files: list[tuple], datasets: tuple = ((1, "toy"),)) -> Path:
-    database = root / "rolling_releases" / "database_2.sqlite"
-    database.parent.mkdir(parents=True)
-    with closing(sqlite3.connect(database)) as connection:
-        connection.execute("CREATE TABLE datasets(dataset_id INTEGER, dataset_name TEXT, good INTEGER)")
-        connection.execute('CREATE TABLE files(hash TEXT, path TEXT, filename TEXT, class_id INTEGER, '
-                           'dataset_id INTEGER, problem INTEGER, "set" INTEGER)')
-        connection.executemany("INSERT INTO datasets VALUES (?, ?, 1)", datasets)
-        connection.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", files)
-        connection.commit()
-    return database
 
 
 def sample(root: Path, files: list[tuple], task: TaskInfo = TOY):

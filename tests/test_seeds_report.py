@@ -13,8 +13,8 @@ from dataset.task import TaskInfo, TaskSample
 from report.across_seeds import ONE_SEED, t_95, write_seeds_report
 from report.build import write_report
 from report.methods import find_methods
-from tests.report_fixtures import write_method
-from tests.test_report import png_size, table
+from tests.helpers import write_method
+from tests.helpers import png_size, table
 from training.settings import Layout
 
 TASKS = [TaskInfo(0, 1, "scenes"), TaskInfo(1, 2, "birds"), TaskInfo(2, 17, "wikiart")]

@@ -1,6 +1,6 @@
 """SI and PSP: SI's importance against a hand computation, PSP's context conv against the paper's y = W (c ⊙ x) on
 each patch and its contexts, what each task's weights file holds and counts, and both end to end, killed and resumed
-(on test_continual's small cut of the demo tasks, so a whole backbone trains in seconds)."""
+(on the small cut of the demo tasks, so a whole backbone trains in seconds)."""
 import math
 from types import SimpleNamespace
 
@@ -13,26 +13,23 @@ import main
 from continual.psp import PSP, ContextConv
 from continual.si import SI
 from network import load_backbone, state_bytes, unpack_bits
-from tests.conftest import Kill, read_csv
-from tests import test_continual
-from tests.test_continual import matrix_of, run_args
+from tests.helpers import SMALL_TASKS, Kill, matrix_of, read_csv, small_args
 from training.settings import Recipe
 
-data = test_continual.data  # the fixture of test_continual's small cut of the demo tasks
-TASKS = test_continual.TASKS[:2]
+TASKS = SMALL_TASKS[:2]
 METHODS = ("SI", "PSP")
 
 
-def two_tasks(data, out, method: str) -> list[str]:
-    return run_args(data, out, method, "--tasks", *TASKS)
+def two_tasks(small_tasks, out, method: str) -> list[str]:
+    return small_args(small_tasks, out, method, "--tasks", *TASKS)
 
 
 @pytest.fixture(scope="module")
-def runs(data, tmp_path_factory) -> dict:
+def runs(small_tasks, tmp_path_factory) -> dict:
     """One uninterrupted run of each method: its output folder."""
     outs = {method: tmp_path_factory.mktemp(method) for method in METHODS}
     for method, out in outs.items():
-        assert main.main(two_tasks(data, out, method)) == 0
+        assert main.main(two_tasks(small_tasks, out, method)) == 0
     return outs
 
 
@@ -109,6 +106,7 @@ def test_psp_contexts_are_seeded_per_task_and_keep_torchvision_names():
     assert torch.equal(model.get_submodule("layer4.1.conv2").context, second["layer4.1.conv2"].float())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_matrix_csv_and_weights_files_agree(runs, method):
     out = runs[method]
@@ -121,6 +119,7 @@ def test_matrix_csv_and_weights_files_agree(runs, method):
     assert not list((out / "weight").glob("*.resume.pt"))
 
 
+@pytest.mark.slow
 def test_what_each_task_stores(runs):
     si = torch.load(runs["SI"] / "weight" / f"{TASKS[0]}_SI.pt", weights_only=True)
     assert sorted(si["state"]) == ["fc.bias", "fc.weight"]
@@ -140,14 +139,15 @@ def test_what_each_task_stores(runs):
             assert torch.equal(unpack_bits(state[f"{name}.context"], context.shape), context > 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
-def test_killed_and_resumed_run_is_bit_identical(data, runs, tmp_path, monkeypatch, method):
+def test_killed_and_resumed_run_is_bit_identical(small_tasks, runs, tmp_path, monkeypatch, method):
     kill = Kill(monkeypatch, at_call=4)  # the second task's second epoch
-    assert main.main(two_tasks(data, tmp_path, method)) == 130
+    assert main.main(two_tasks(small_tasks, tmp_path, method)) == 130
     resume = torch.load(tmp_path / "weight" / f"{TASKS[1]}_{method}.resume.pt", weights_only=True)
     assert ("method_state" in resume) == (method == "SI")  # only a method with hooks adds to the resume point
     kill.disarm()
-    assert main.main(two_tasks(data, tmp_path, method)) == 0
+    assert main.main(two_tasks(small_tasks, tmp_path, method)) == 0
     for name in (f"{method}_matrix.csv", f"{method}.csv"):
         assert (tmp_path / "result" / name).read_text() == (runs[method] / "result" / name).read_text()
     for task in TASKS:

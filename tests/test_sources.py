@@ -9,7 +9,7 @@ from dataset.sources import (DEFAULT_STAT, check_files_exist, manifest_text, ope
                              write_manifest)
 from common.errors import DatasetError
 from dataset.task import TaskInfo, TaskSample
-from tests.test_sampling import image, write_database
+from tests.helpers import image, write_database
 
 HEADER = "oldid,newid,name,class_num,train_num,test_num\n"
 TASKS = [TaskInfo(0, 1, "scenes"), TaskInfo(1, 2, "birds"), TaskInfo(2, 17, "wikiart")]
