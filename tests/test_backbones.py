@@ -275,8 +275,8 @@ def test_backbone_ids_and_back():
                           "timm:test_efficientnet's ImageNet weights are now "
                           "imagenet:timm/test_efficientnet.r160_in1k: pass --weights with the path of the weights "
                           "they used")
-    assert_one_line_error(lambda: backbone_id("timm:test_coatnet", "imagenet"),
-                          "timm:test_coatnet has no pretrained weights in timm; use --weights PATH (a saved state "
+    assert_one_line_error(lambda: backbone_id("timm:mobilenetv2_035", "imagenet"),
+                          "timm:mobilenetv2_035 has no pretrained weights in timm; use --weights PATH (a saved state "
                           "dict) or --weights none (random weights)")
 
 
