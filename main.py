@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 import continual
 from common.cli import OneLineParser, add_options, number
-from common.console import console_log, print_stop_line
+from common.console import TransientBar, console_log, print_stop_line
 from common.errors import ClrError, NetworkError, RunError, Terminated
 from dataset.check import check_tasks
 from dataset.preprocess import default_workers
@@ -340,7 +339,7 @@ def train(args: argparse.Namespace) -> int:
         prepare_output_folder(layout.weight, "weight")
     with run_locks([top.lock, *(layout.lock for layout in layouts.values())], holder=distributed.is_leader()):
         contexts = run_contexts(args, source, layouts)
-        samples = [source.sample(task) for task in tqdm(tasks, desc="sampling tasks", leave=False)]
+        samples = [source.sample(task) for task in TransientBar(tasks, desc="sampling tasks")]
         check_files_exist(source.root, samples)
         if distributed.is_leader():  # the shared files have one writer
             for layout in layouts.values():

@@ -15,6 +15,25 @@ class TqdmHandler(logging.StreamHandler):
         tqdm.write(self.format(record), file=sys.stdout)
 
 
+class TransientBar(tqdm):
+    """A progress bar that disappears when its loop ends (``leave=False``) but stays, its line ended, when an error
+    stops the loop. tqdm's own iterator closes the bar while the error unwinds through the loop, before any
+    handler runs (on Python 3.12 even in a comprehension), and a closing transient bar erases itself with a carriage
+    return, which ends no line in a log file: the stop line would then follow the bar's text on the same line."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, leave=False, **kwargs)
+
+    def __iter__(self):
+        items = super().__iter__()
+        try:
+            for item in items:  # noqa: UP028 (``yield from`` would close ``items`` before the flag below is set)
+                yield item
+        except GeneratorExit:  # the loop was left before its end: ``items`` closes the bar after this, keeping it
+            self.leave = True
+            raise
+
+
 def console_log(name: str = "clr") -> logging.Logger:
     """The project's logger, printing INFO and above to stdout (set up once per process)."""
     log = logging.getLogger(name)

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from common.console import TransientBar
 from common.errors import RunError
 from continual.restore import load_final_model
 from dataset.sources import select_tasks
@@ -118,7 +118,7 @@ def batch_outputs(model: torch.nn.Module, images: torch.Tensor, ctx: Context, de
     batches = ctx.batches(images, torch.zeros(len(images), dtype=torch.int64), runtime.eval_batch_size, shuffle=False)
     outputs = []
     with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
-        for batch, _ in tqdm(batches, desc=desc, leave=False, unit="batch"):
+        for batch, _ in TransientBar(batches, desc=desc, unit="batch"):
             with runtime.autocast():
                 outputs.append(model(runtime.model_input(batch)).float().cpu())
     return torch.cat(outputs)

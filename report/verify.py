@@ -5,8 +5,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pandas as pd
-from tqdm import tqdm
 
+from common.console import TransientBar
 from continual.restore import load_final_model
 from continual.sequence import evaluate_task
 from dataset.task import TaskInfo, TaskSample
@@ -80,7 +80,7 @@ def verify_method(ctx: Context | None, results: MethodResults, tasks: list[TaskI
     if results.shared_backbone:
         return verify_sequence(ctx, results, finished, samples)
     found = Verification()
-    for task in tqdm(finished, desc=f"verifying {results.name}", leave=False):
+    for task in TransientBar(finished, desc=f"verifying {results.name}"):
         if task.task_id not in results.records:
             found.skipped["no weights file"] += 1
             continue
@@ -112,7 +112,7 @@ def verify_sequence(ctx: Context, results: MethodResults, finished: list[TaskInf
         return found
     final = load_final_model(ctx, results.name)
     last_row = results.matrix.iloc[-1]
-    for task in tqdm(finished, desc=f"verifying {results.name}", leave=False):
+    for task in TransientBar(finished, desc=f"verifying {results.name}"):
         if task.name not in final.task_names or pd.isna(last_row.get(task.name)):
             found.skipped[f"not among the tasks of {path.name} and the matrix's last row"] += 1
             continue

@@ -13,6 +13,8 @@ import pytest
 
 import main
 import training.loop
+from common.console import TransientBar, print_stop_line
+from common.errors import DatasetError
 from tests.helpers import TASKS, read_csv, run_args
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,6 +153,27 @@ def test_sigterm_stops_with_one_line_and_the_rerun_resumes(data, tmp_path):
     rerun = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resuming {TASKS[0]} after epoch" in rerun.stdout
+
+
+def count_to(stop_at: int | None) -> None:
+    """A loop under a transient bar that raises at step ``stop_at`` (None: runs to its end)."""
+    for step in TransientBar(range(4), desc="counting"):
+        if step == stop_at:
+            raise DatasetError(f"step {step} failed")
+
+
+def test_a_transient_bar_vanishes_at_its_end_and_keeps_its_line_when_an_error_stops_its_loop(capsys):
+    """tqdm closes a bar while the error unwinds through its loop; a plain leave=False bar would then end in a
+    carriage return, and the stop line would follow its text on the same line of a log file."""
+    count_to(None)
+    finished = capsys.readouterr().err
+    assert "counting" in finished and finished.endswith("\r")  # erased: the next output overwrites it
+    with pytest.raises(DatasetError) as stopped:
+        count_to(2)
+    print_stop_line(stopped.value)
+    err = capsys.readouterr().err
+    bar_line, stop = err.rstrip("\n").rsplit("\n", 1)
+    assert "counting:  50%" in bar_line.rsplit("\r", 1)[-1] and stop == "error: step 2 failed"
 
 
 def write_empty(root: Path, relative: bytes) -> None:

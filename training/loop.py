@@ -4,8 +4,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from common.console import TransientBar
 from dataset.loader import DeviceBatches
 from network import TrainableModel, build_model
 from training.settings import Runtime
@@ -74,7 +74,7 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ba
     params = model.penalised_parameters()
     totals = torch.zeros(2, device=runtime.device)  # loss sum, correct count: read from the device once per epoch
     shown = torch.zeros(2, pin_memory=runtime.pin_memory)  # a copy for the bar that may lag, never syncs
-    bar = tqdm(batches, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
+    bar = TransientBar(batches, desc=desc, unit="batch", dynamic_ncols=True)
     for step, (images, targets) in enumerate(bar):
         loss, logits, labels = batch_loss(images, targets)
         if norm_penalty:
