@@ -154,16 +154,17 @@ def test_documented_script_exists_and_parses(page, line, script, args):
 # torchrun's own options, which the docs show in front of main.py, and pip's, which the README's set-up uses
 TORCHRUN_OPTIONS = {"--nnodes", "--nproc-per-node", "--rdzv-backend", "--rdzv-endpoint", "--rdzv-id", "--standalone"}
 PIP_OPTIONS = {"--index-url"}
+PYTEST_OPTIONS = {"--durations"}
 
 
 def known_options() -> set[str]:
-    """The options of main.py and of every benchmark script with a get_args_parser(), torchrun's and pip's."""
+    """The options of main.py and of every benchmark script with a get_args_parser(), torchrun's, pip's and pytest's."""
     parsers = [main.get_args_parser()]
     for script in sorted((ROOT / "benchmarks").glob("*.py")):
         module = importlib.import_module(f"benchmarks.{script.stem}")
         if hasattr(module, "get_args_parser"):
             parsers.append(module.get_args_parser())
-    return TORCHRUN_OPTIONS | PIP_OPTIONS | {option for parser in parsers for action in parser._actions
+    return TORCHRUN_OPTIONS | PIP_OPTIONS | PYTEST_OPTIONS | {option for parser in parsers for action in parser._actions
                                for option in action.option_strings}
 
 
