@@ -64,7 +64,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                       f"Omitted: the demo on synthetic data in ./{DEMO_DATA}, its results in "
                       f"./{DEMO_DEFAULTS['result']}/ and ./{DEMO_DEFAULTS['weight']}/")
     data.add_argument("--stat", type=Path, help="task list in stat.csv format (oldid,newid,name,class_num,train_num,"
-                      "test_num); default: the 53 DCT tasks of ./stat.csv, or the sorted task folders")
+                      "test_num); default: the 53 DCT tasks of the repository's stat.csv, the sorted task "
+                      f"folders, or ./{DEMO_DATA}/stat.csv for the demo")
     data.add_argument("--tasks", nargs="+", metavar="ID|NAME", help="run only these tasks (in run order)")
     data.add_argument("--check", action="store_true", help="verify every image and count of the selected tasks, "
                       "write their manifests, and exit (non-zero on any mismatch)")

@@ -287,7 +287,8 @@ def test_every_method_in_a_docs_table_exists():
 # cell, and the value it stands for (None: a description the code's behaviour gives, checked by other tests)
 DESCRIBED_DEFAULTS = {
     "--data": ("the demo", None),
-    "--stat": ("`./stat.csv`", None),
+    "--stat": (f"the repository's `stat.csv`; your own tasks: their sorted folders; the demo: `{main.DEMO_DATA}/stat.csv`",
+               None),
     "--tasks": ("all", None),
     "--method": (f"`{network.DEFAULT_METHOD}`", None),
     "--arch": (f"`{DEFAULT_ARCH}`", None),
