@@ -17,6 +17,7 @@ import csv
 import importlib
 import io
 import re
+import runpy
 import shlex
 import socket
 import textwrap
@@ -36,7 +37,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Placeholders the docs write in capitals, where the parser needs a value of a given kind (a path is any string).
 PLACEHOLDERS = {"M": "SGD", "$method": "SGD"}
 SHELL_OPERATOR = set("();<>|&")
-FENCE = re.compile(r"^ *```[^\n]*\n(.*?)^ *```", re.M | re.S)
+FENCE = re.compile(r"^ *```[^\n]*\n(.*?)^ *```", re.MULTILINE | re.DOTALL)
 INLINE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
 LINK = re.compile(r"!?\[(?:[^\]]|\n)*?\]\(([^)\s]+)\)")
 
@@ -206,7 +207,7 @@ def slug(heading: str) -> str:
 def anchors(page: Path) -> set[str]:
     _, prose = fenced_and_prose(page.read_text(encoding="utf-8"))
     seen, found = {}, set()
-    for heading in re.findall(r"^#{1,6} +(.+?) *#* *$", prose, re.M):
+    for heading in re.findall(r"^#{1,6} +(.+?) *#* *$", prose, re.MULTILINE):
         base = slug(heading)
         count = seen.get(base, 0)
         seen[base] = count + 1
@@ -370,7 +371,7 @@ def test_the_readme_is_short_and_its_first_screen_says_how_to_start():
     assert not missing, f"README.md's first {FIRST_SCREEN} lines lack {missing}"
 
 
-PYTHON_FENCE = re.compile(r"^( *)```python\n(.*?)^\1```", re.M | re.S)
+PYTHON_FENCE = re.compile(r"^( *)```python\n(.*?)^\1```", re.MULTILINE | re.DOTALL)
 SNIPPET_PAGES = [README, ROOT / "docs" / "api.md"]
 
 
@@ -396,9 +397,11 @@ def refuse_network(*_args, **_kwargs):
 def test_python_snippet_runs(page, number, code, tmp_path, monkeypatch):
     """The snippet runs as shown, from a fresh folder (what it writes lands there), with no network: one that
     downloads weights or data fails here, so the docs show the self-contained form."""
+    script = tmp_path / f"{Path(page).stem}_snippet_{number}.py"
+    script.write_text(code, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(socket.socket, "connect", refuse_network)
-    exec(compile(code, f"{page}, Python snippet {number}", "exec"), {"__name__": "__snippet__"})
+    runpy.run_path(str(script), run_name="__snippet__")
 
 
 def test_every_benchmark_is_named_in_the_docs():
@@ -413,7 +416,7 @@ def test_every_benchmark_is_named_in_the_docs():
                                           ("Shared-backbone method", Family.SHARED)])
 def test_the_glossary_lists_each_family_of_methods(term, family):
     text = (ROOT / "docs" / "glossary.md").read_text(encoding="utf-8")
-    entry = re.search(rf"^- \*\*{term}\*\*:(.*?)(?=^- |\Z)", text, re.M | re.S).group(1)
+    entry = re.search(rf"^- \*\*{term}\*\*:(.*?)(?=^- |\Z)", text, re.MULTILINE | re.DOTALL).group(1)
     listed = set(re.findall(r"`([^`]+)`", entry))
     assert listed == {name for name, spec in network.REGISTRY.items() if spec.family is family}
 
