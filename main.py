@@ -82,8 +82,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help=f"one or more methods (default {DEFAULT_METHOD}), learnt into the same folders; "
                        + "; ".join(f"{name}: {' '.join(methods)}" for name, methods in METHOD_SETS.items()) + ". "
                        + "; ".join(f"{spec.label}: {spec.learns}" for spec in REGISTRY.values()))
-    model.add_argument("--arch", help=f"backbone: any torchvision classification model (default {DEFAULT_ARCH}), or "
-                       f"{TIMM_PREFIX}NAME for a timm model (pip install timm); li18 and li50 imply theirs")
+    model.add_argument("--arch", help=f"backbone: a torchvision classification model (default {DEFAULT_ARCH}), or "
+                       f"{TIMM_PREFIX}NAME for a timm model (pip install timm), with convolutions and one linear "
+                       "classifier; li18 and li50 imply theirs")
     model.add_argument("--weights", help="backbone weights: imagenet (the model's standard ImageNet weights, "
                        "IMAGENET1K_V1 where torchvision has them, downloaded once; the default), none (a seeded "
                        "random init, for demos and tests; implied by Resnet_Scratch and SupSup), or the path of a "
