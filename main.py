@@ -64,7 +64,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                       f"Omitted: the demo on synthetic data in ./{DEMO_DATA}, its results in "
                       f"./{DEMO_DEFAULTS['result']}/ and ./{DEMO_DEFAULTS['weight']}/")
     data.add_argument("--stat", type=Path, help="task list in stat.csv format (oldid,newid,name,class_num,train_num,"
-                      "test_num); default: the 53 DCT tasks of ./stat.csv, or the sorted task folders")
+                      "test_num); default: the 53 DCT tasks of the repository's stat.csv, the sorted task "
+                      f"folders, or ./{DEMO_DATA}/stat.csv for the demo")
     data.add_argument("--tasks", nargs="+", metavar="ID|NAME", help="run only these tasks (in run order)")
     data.add_argument("--check", action="store_true", help="verify every image and count of the selected tasks, "
                       "write their manifests, and exit (non-zero on any mismatch)")
@@ -81,8 +82,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help=f"one or more methods (default {DEFAULT_METHOD}), learnt into the same folders; "
                        + "; ".join(f"{name}: {' '.join(methods)}" for name, methods in METHOD_SETS.items()) + ". "
                        + "; ".join(f"{spec.label}: {spec.learns}" for spec in REGISTRY.values()))
-    model.add_argument("--arch", help=f"backbone: any torchvision classification model (default {DEFAULT_ARCH}), or "
-                       f"{TIMM_PREFIX}NAME for a timm model (pip install timm); li18 and li50 imply theirs")
+    model.add_argument("--arch", help=f"backbone: a torchvision classification model (default {DEFAULT_ARCH}), or "
+                       f"{TIMM_PREFIX}NAME for a timm model (pip install timm), with convolutions and one linear "
+                       "classifier; li18 and li50 imply theirs")
     model.add_argument("--weights", help="backbone weights: imagenet (the model's standard ImageNet weights, "
                        "IMAGENET1K_V1 where torchvision has them, downloaded once; the default), none (a seeded "
                        "random init, for demos and tests; implied by Resnet_Scratch and SupSup), or the path of a "

@@ -1,5 +1,5 @@
-"""The frozen backbone that every task shares (any torchvision classification model, or a timm model named
-"timm:NAME"), where its weights come from, and how it expects its input."""
+"""The frozen backbone that every task shares (a torchvision classification model, or a timm model named
+"timm:NAME", that passes check_arch), where its weights come from, and how it expects its input."""
 import copy
 import difflib
 import functools

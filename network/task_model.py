@@ -38,7 +38,7 @@ class TaskModel(nn.Module):
 
     A task model is the backbone's own class with this one mixed in (see ``mix_into``), so it computes
     with the backbone's own forward and keeps the backbone's module names: on a torchvision ResNet a CLR kernel is
-    ``layer1.0.conv1.clr.weight``, an adapter ``layer1.0.conv1.adapter.weight``, a Ghost_a gate
+    ``layer1.0.conv2.clr.weight``, an adapter ``layer1.0.conv1.adapter.weight``, a Ghost_a gate
     ``layer1.0.conv1.gate`` and the head ``fc.weight``; on another network the head has its classifier's name
     (``classifier.3`` on MobileNetV3).
     """

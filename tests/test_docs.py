@@ -7,13 +7,20 @@ Every --option the pages name anywhere must be an option of main.py, of a benchm
 Links are the relative targets of [text](path) and ![alt](path); an anchor (#...) must name a heading of the
 page it points to. Every method named in a docs table's method column exists, every default in options.md's
 first table is the parser's, and every CSV is written through common.files.
+
+Every Python snippet of the README and docs/api.md runs as shown, quickly and without the network. Every benchmark
+script is named somewhere, the glossary's method families are the registry's, and the README stays one screen to
+start: at most README_LINES lines, with the demo, the tests and where the data comes from in its first screen.
 """
 import contextlib
 import csv
 import importlib
 import io
 import re
+import runpy
 import shlex
+import socket
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -21,6 +28,7 @@ import pytest
 import main
 import network
 from dataset.preprocess import default_workers
+from network import Family
 from network.backbone import DEFAULT_ARCH, DEFAULT_WEIGHTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +37,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Placeholders the docs write in capitals, where the parser needs a value of a given kind (a path is any string).
 PLACEHOLDERS = {"M": "SGD", "$method": "SGD"}
 SHELL_OPERATOR = set("();<>|&")
-FENCE = re.compile(r"^ *```[^\n]*\n(.*?)^ *```", re.M | re.S)
+FENCE = re.compile(r"^ *```[^\n]*\n(.*?)^ *```", re.MULTILINE | re.DOTALL)
 INLINE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
 LINK = re.compile(r"!?\[(?:[^\]]|\n)*?\]\(([^)\s]+)\)")
 
@@ -200,7 +208,7 @@ def slug(heading: str) -> str:
 def anchors(page: Path) -> set[str]:
     _, prose = fenced_and_prose(page.read_text(encoding="utf-8"))
     seen, found = {}, set()
-    for heading in re.findall(r"^#{1,6} +(.+?) *#* *$", prose, re.M):
+    for heading in re.findall(r"^#{1,6} +(.+?) *#* *$", prose, re.MULTILINE):
         base = slug(heading)
         count = seen.get(base, 0)
         seen[base] = count + 1
@@ -288,7 +296,8 @@ def test_every_method_in_a_docs_table_exists():
 # cell, and the value it stands for (None: a description the code's behaviour gives, checked by other tests)
 DESCRIBED_DEFAULTS = {
     "--data": ("the demo", None),
-    "--stat": ("`./stat.csv`", None),
+    "--stat": (f"the repository's `stat.csv`; your own tasks: their sorted folders; the demo: `{main.DEMO_DATA}/stat.csv`",
+               None),
     "--tasks": ("all", None),
     "--method": (f"`{network.DEFAULT_METHOD}`", None),
     "--arch": (f"`{DEFAULT_ARCH}`", None),
@@ -341,3 +350,74 @@ def test_every_csv_goes_through_the_one_writer():
                for path in sorted((ROOT / folder).glob("*.py"))
                if re.search(r"csv\.(writer|DictWriter)\(", path.read_text(encoding="utf-8"))]
     assert writers == ["common/files.py"]
+
+
+# ---- the README as the front door, the snippets, the benchmarks and the glossary ----
+
+README = ROOT / "README.md"
+README_LINES, FIRST_SCREEN = 130, 40
+SETUP = "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt"
+FRONT_DOOR = {  # what the README's first screen must hold, verbatim
+    "the demo command": f"{SETUP} && python main.py",
+    "the test commands": f'{SETUP}\npython -m pytest -q -m "not slow"\npython -m pytest -q\n',
+    "the link to where the real data comes from": "(docs/data.md#downloading-the-dct-data)",
+}
+
+
+def test_the_readme_is_short_and_its_first_screen_says_how_to_start():
+    lines = README.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert len(lines) <= README_LINES, f"README.md has {len(lines)} lines; move detail to a docs page"
+    first_screen = "".join(lines[:FIRST_SCREEN])
+    missing = [what for what, text in FRONT_DOOR.items() if text not in first_screen]
+    assert not missing, f"README.md's first {FIRST_SCREEN} lines lack {missing}"
+
+
+PYTHON_FENCE = re.compile(r"^( *)```python\n(.*?)^\1```", re.MULTILINE | re.DOTALL)
+SNIPPET_PAGES = [README, ROOT / "docs" / "api.md"]
+
+
+def python_snippets() -> list[tuple[str, int, str]]:
+    """(page, number, code) for every fenced Python block of the pages that show the API."""
+    return [(relative(page), number, textwrap.dedent(code))
+            for page in SNIPPET_PAGES
+            for number, (_, code) in enumerate(PYTHON_FENCE.findall(page.read_text(encoding="utf-8")), 1)]
+
+
+SNIPPETS = python_snippets()
+
+
+def test_the_api_pages_show_python_snippets():
+    assert {page for page, _, _ in SNIPPETS} == {relative(page) for page in SNIPPET_PAGES}
+
+
+def refuse_network(*_args, **_kwargs):
+    raise OSError("a documented snippet must not use the network")
+
+
+@pytest.mark.parametrize("page, number, code", SNIPPETS, ids=[f"{page} snippet {n}" for page, n, _ in SNIPPETS])
+def test_python_snippet_runs(page, number, code, tmp_path, monkeypatch):
+    """The snippet runs as shown, from a fresh folder (what it writes lands there), with no network: one that
+    downloads weights or data fails here, so the docs show the self-contained form."""
+    script = tmp_path / f"{Path(page).stem}_snippet_{number}.py"
+    script.write_text(code, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(socket.socket, "connect", refuse_network)
+    runpy.run_path(str(script), run_name="__snippet__")
+
+
+def test_every_benchmark_is_named_in_the_docs():
+    text = "\n".join(page.read_text(encoding="utf-8") for page in PAGES)
+    scripts = [relative(path) for path in sorted((ROOT / "benchmarks").glob("*.py")) if path.stem != "__init__"]
+    assert scripts, "no benchmark scripts found"
+    unnamed = [script for script in scripts if script not in text]
+    assert not unnamed, f"benchmark scripts that neither the README nor docs/ name: {unnamed}"
+
+
+@pytest.mark.parametrize("term, family", [("Isolated method", Family.ISOLATED),
+                                          ("Shared-backbone method", Family.SHARED)])
+def test_the_glossary_lists_each_family_of_methods(term, family):
+    text = (ROOT / "docs" / "glossary.md").read_text(encoding="utf-8")
+    entry = re.search(rf"^- \*\*{term}\*\*:(.*?)(?=^- |\Z)", text, re.MULTILINE | re.DOTALL).group(1)
+    listed = set(re.findall(r"`([^`]+)`", entry))
+    assert listed == {name for name, spec in network.REGISTRY.items() if spec.family is family}
+
