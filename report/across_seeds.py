@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats
 
 from common.errors import RunError
 from common.files import atomic_write_text
@@ -19,17 +20,12 @@ from report.tables import (accuracy_frame, accuracy_header, backward_transfer, b
                            markdown, percent_cell, size_cell, task_frame)
 from training.settings import Layout, prepare_output_folder
 
-# Two-sided 95% critical values of Student's t for 1 to 30 degrees of freedom (the standard table's). Beyond 30 the
-# normal's 1.96 stands in: slightly narrow (the exact value is 2.021 at 40, 2.000 at 60).
-T_95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-NORMAL_95 = 1.96
 ONE_SEED = "n/a (one seed)"
 
 
 def t_95(degrees_of_freedom: int) -> float:
-    """The two-sided 95% critical value of Student's t."""
-    return T_95[degrees_of_freedom - 1] if degrees_of_freedom <= len(T_95) else NORMAL_95
+    """The two-sided 95% critical value of Student's t, exact at any degrees of freedom (scipy's quantile)."""
+    return float(stats.t.ppf(0.975, degrees_of_freedom))
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,7 @@ from dataset.task import TaskInfo, TaskSample
 from report.across_seeds import ONE_SEED, t_95, write_seeds_report
 from report.build import write_report
 from report.methods import find_methods
-from tests.helpers import write_method
-from tests.helpers import png_size, table
+from tests.helpers import png_size, table, write_method
 from training.settings import Layout
 
 TASKS = [TaskInfo(0, 1, "scenes"), TaskInfo(1, 2, "birds"), TaskInfo(2, 17, "wikiart")]
@@ -66,7 +65,7 @@ def test_three_seeds_means_sds_intervals_and_paired_differences(three_seeds):
     top = Layout(result, result.parent / "weight")
     report = write_seeds_report(top, layouts, TASKS)
     assert top.seeds_report.read_text() == report
-    half = 4.303 / math.sqrt(3)
+    half = t_95(2) / math.sqrt(3)  # 4.303 / √3
 
     summary = pd.read_csv(top.seeds_summary_csv).set_index("method")
     assert list(summary.index) == ["Ghost_reduced_v1", "Linear", "EWC"]
@@ -155,6 +154,13 @@ def test_one_seed_gives_no_interval_and_no_zeros(tmp_path):
     assert summary.average_sd.isna().all() and summary.average_half_width.isna().all()
 
 
-def test_t_critical_values():
-    assert [t_95(df) for df in (1, 2, 3, 10, 30)] == [12.706, 4.303, 3.182, 2.228, 2.042]
-    assert t_95(31) == t_95(1000) == 1.96
+# The two-sided 95% critical values of Student's t for 1 to 30 degrees of freedom that the report used before scipy
+# gave them (the standard printed table, three decimals): the intervals of existing reports must not move.
+PRINTED_T_95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+                2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045,
+                2.042)
+
+
+def test_t_critical_values_equal_the_printed_table_to_its_precision():
+    assert [round(t_95(df), 3) for df in range(1, 31)] == list(PRINTED_T_95)
+    assert round(t_95(40), 3) == 2.021 and round(t_95(60), 3) == 2.000  # exact beyond the table, not 1.96
