@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from report.compare import MIN_TASKS, Comparison, Friedman, SignedRank, average_ranks, holm, nemenyi_q, section
+from report.methods import accuracy_label
 
 # J. Demšar, "Statistical Comparisons of Classifiers over Multiple Data Sets", JMLR 7 (2006) 1-30: the AUC of C4.5
 # with four settings on 14 UCI data sets, as printed (three decimals) in Table 2 (its first two columns) and Table 6.
@@ -113,3 +114,9 @@ def test_without_clr_there_is_no_comparison_with_it():
     table = clr_table(6, Linear=0.05, EWC=0.1).drop(columns="Ghost_reduced_v1")
     text = section(Comparison.of(table), "one seed's accuracy", [], Path("."))
     assert "CLR is not among the compared methods" in text
+
+
+def test_labels_say_which_accuracy_a_method_shows():
+    assert accuracy_label("Ghost_reduced_v1") == "CLR (best validation)"
+    assert accuracy_label("EWC") == "EWC (after the last task)"
+    assert accuracy_label("Unknown") == "Unknown (best validation)"  # a CSV of a method this version does not know
