@@ -339,8 +339,7 @@ def report_text(tables: SeedTables, seed_layouts: dict[int, Layout], summary: pd
     coverage = "; ".join(f"{display_name(m)}: {words}" for m, words in comparison.coverage.items())
     first_lines = [comparison.unfinished_line()] if comparison.unfinished else []
     first_lines += [f"Compared over the seeds where it finished every task: {coverage}."] if coverage else []
-    values = ("one seed's accuracy on the task, which includes that seed's noise (the head's initialisation, the order "
-              "of the batches)" if len(tables.seeds) == 1 else
+    values = (compare.ONE_SEED_VALUES if len(tables.seeds) == 1 else
               "the task's mean accuracy over the seeds in which the method finished every task: all "
               f"{len(tables.seeds)} seeds, unless \"values cover\" says otherwise")
     sections = [

@@ -53,10 +53,6 @@ def settings_line(results: MethodResults, check: Verification) -> str:
            + check.summary()
 
 
-ONE_SEED_VALUES = ("one seed's accuracy on the task, which includes that seed's noise (the head's initialisation, the "
-                   "order of the batches): `--seeds` runs several, and the report across them ranks each task's mean")
-
-
 def report_text(results: list[MethodResults], checks: dict[str, Verification], tables: dict, figure_paths,
                 result: Path) -> str:
     tasks, accuracy, params, summary = tables["tasks"], tables["accuracy"], tables["params"], tables["summary"]
@@ -72,7 +68,8 @@ def report_text(results: list[MethodResults], checks: dict[str, Verification], t
         + "\n\nThe compared tasks are those of the methods that finished every task (an unfinished method has no "
         "value there: see the next section). With one seed no interval can be given for these numbers; `--seeds` runs "
         "several, and the report across them gives each average with its 95% interval.",
-        compare.section(comparison, ONE_SEED_VALUES, figure_paths, result),
+        compare.section(comparison, compare.ONE_SEED_VALUES + ": `--seeds` runs several, and the report across them "
+                        "ranks each task's mean", figure_paths, result),
         "## Per task\n\nAccuracy is the best validation accuracy of an isolated method and, for a shared-backbone "
         "method, its accuracy after the last task; params % is the extra parameters the task adds, in "
         "% of the backbone (the average row is the mean per task). The summary's \"stored per task\" counts bytes: a "

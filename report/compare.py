@@ -16,6 +16,8 @@ from report.tables import markdown, percent_cell
 
 ALPHA = 0.05
 MIN_TASKS = 5  # below this many common tasks no test is run: their p-values could not fall below α
+ONE_SEED_VALUES = ("one seed's accuracy on the task, which includes that seed's noise (the head's initialisation, the "
+                   "order of the batches)")
 
 
 def average_ranks(accuracy: pd.DataFrame) -> pd.Series:
