@@ -38,7 +38,7 @@ def accuracies(out: Path, method: str) -> dict[str, float]:
 
 def test_an_unfinished_method_is_listed_apart_and_the_finished_ones_are_compared_over_every_task(
         five_tasks, tmp_path, monkeypatch):
-    args = helpers.small_args(five_tasks, tmp_path, FINISHED[0], "--epochs", "1")
+    args = helpers.small_args(five_tasks, tmp_path, FINISHED[0], "--epochs", "1", "--arch", "timm:test_efficientnet")
     assert main.main([*args, "--method", *FINISHED]) == 0
     kill = Kill(monkeypatch, at_call=3)  # one epoch per task: the third call is the third task's
     assert main.main([*args, "--method", KILLED]) == 130
