@@ -52,7 +52,7 @@ def per_task_accuracy(tasks: pd.DataFrame, accuracy: pd.DataFrame, folder: Path,
             label = f"{accuracy_label(method)}, average {100 * accuracy[method].mean():.2f}%"
             axes.scatter(100 * accuracy.loc[order, method], rows, marker=MARKERS[k % len(MARKERS)], s=28,
                          label=label, zorder=2)
-        else:  # no average in the label: the report's averages across seeds are over the common tasks only
+        else:  # no average in the label: the report's averages across seeds leave out a method's unfinished seeds
             axes.errorbar(100 * accuracy.loc[order, method], rows + apart[k],  # one seed gives no spread, no bar
                           xerr=100 * spread.loc[order, method].fillna(0.0), fmt=MARKERS[k % len(MARKERS)],
                           markersize=5, capsize=2, elinewidth=1, label=accuracy_label(method), zorder=2)
