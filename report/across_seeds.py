@@ -7,29 +7,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats
 
 from common.errors import RunError
 from common.files import atomic_write_text
 from dataset.task import TaskInfo
 from network import DEFAULT_METHOD
-from report import figures
+from report import compare, figures
 from report.inputs import MethodResults
 from report.methods import display_name, method_label, paper_order, read_methods
-from report.tables import (accuracy_frame, accuracy_header, backward_transfer, bytes_frame, cell, common_tasks,
+from report.tables import (accuracy_frame, accuracy_header, backward_transfer, bytes_frame, cell,
                            markdown, percent_cell, size_cell, task_frame)
 from training.settings import Layout, prepare_output_folder
 
-# Two-sided 95% critical values of Student's t for 1 to 30 degrees of freedom (the standard table's). Beyond 30 the
-# normal's 1.96 stands in: slightly narrow (the exact value is 2.021 at 40, 2.000 at 60).
-T_95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-NORMAL_95 = 1.96
 ONE_SEED = "n/a (one seed)"
 
 
 def t_95(degrees_of_freedom: int) -> float:
-    """The two-sided 95% critical value of Student's t."""
-    return T_95[degrees_of_freedom - 1] if degrees_of_freedom <= len(T_95) else NORMAL_95
+    """The two-sided 95% critical value of Student's t, exact at any degrees of freedom (scipy's quantile)."""
+    return float(stats.t.ppf(0.975, degrees_of_freedom))
 
 
 @dataclass(frozen=True)
@@ -109,9 +105,43 @@ class SeedTables:
         return list(self.by_seed)
 
     @property
-    def common(self) -> pd.Index:
-        """The tasks every method finished in every seed it ran: what each seed's average covers."""
-        return common_tasks(self.accuracy)
+    def complete(self) -> pd.DataFrame:
+        """Whether each method finished every task in each seed: seeds x methods, False where it did not run. A seed
+        where a method is incomplete is left out of that method's numbers, so that it shrinks no one's tasks."""
+        finished = self.accuracy.count().unstack("method").reindex(index=self.seeds, columns=self.methods)
+        return finished == len(self.tasks)
+
+    def unfinished(self) -> dict[str, str]:
+        """The methods complete in no seed, each with what it finished: they are listed apart, not compared."""
+        finished = self.accuracy.count().unstack("method").reindex(index=self.seeds, columns=self.methods)
+        words = {}
+        for method in (m for m in self.methods if not self.complete[m].any()):
+            counts = finished[method].dropna()
+            words[method] = "; ".join(f"{int(count)} of {len(self.tasks)} tasks" + (f" in seed {seed}"
+                                                                                     if len(self.seeds) > 1 else "")
+                                      for seed, count in counts.items())
+        return words
+
+    def coverage(self) -> dict[str, str]:
+        """The methods complete in some seeds but not all: the seeds they are compared over, and why not the rest."""
+        finished = self.accuracy.count().unstack("method").reindex(index=self.seeds, columns=self.methods)
+        words = {}
+        for method in self.methods:
+            complete = self.complete[method]
+            if complete.any() and not complete.all():
+                missing = [f"seed {seed}: " + ("not run" if pd.isna(finished.loc[seed, method]) else
+                                               f"{int(finished.loc[seed, method])} of {len(self.tasks)} tasks")
+                           for seed in complete.index[~complete]]
+                words[method] = (f"seeds {', '.join(map(str, complete.index[complete]))} only "
+                                 f"({'; '.join(missing)})")
+        return words
+
+    def compared_means(self) -> pd.DataFrame:
+        """Each task's mean accuracy per method over the seeds in which that method finished every task: tasks x
+        methods, all NaN for a method complete in no seed."""
+        kept = self.accuracy[[column for column in self.accuracy.columns if self.complete.loc[column]]]
+        means = kept.T.groupby(level="method").mean().T
+        return means.reindex(index=self.tasks.index, columns=self.methods)
 
     def over_seeds(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         """Each task's mean, sample sd (ddof=1) and number of seeds over the seeds that finished it, per method:
@@ -121,9 +151,10 @@ class SeedTables:
                      for frame in (by_method.mean(), by_method.std(ddof=1), by_method.count()))
 
     def averages(self) -> pd.DataFrame:
-        """Each seed's average accuracy over the common tasks: seeds x methods, NaN where a seed lacks the method."""
-        means = self.accuracy.loc[self.common].mean().unstack("method")
-        return means.reindex(index=self.seeds, columns=self.methods)
+        """Each seed's average accuracy over every task: seeds x methods, NaN where the method did not finish every
+        task in that seed (or did not run there)."""
+        means = self.accuracy.mean().unstack("method").reindex(index=self.seeds, columns=self.methods)
+        return means.where(self.complete)
 
     def backward_transfers(self) -> pd.DataFrame:
         """Each seed's BWT of the methods with an accuracy matrix: seeds x those methods."""
@@ -152,12 +183,12 @@ def summary_frame(tables: SeedTables) -> pd.DataFrame:
     seed's average, and the mean bytes a task stores over every seed's tasks."""
     averages, bwt = tables.averages(), tables.backward_transfers()
     stored = tables.stored.melt().groupby("method")["value"].mean()
-    rows = {method: {"common_tasks": len(tables.common), **Estimate.of(averages[method]).fields("average"),
+    rows = {method: {"tasks": len(tables.tasks), **Estimate.of(averages[method]).fields("average"),
                      **(Estimate.of(bwt[method]).fields("bwt") if method in bwt else {}),
                      "bytes_per_task": stored.get(method),
                      **{f"average_seed_{seed}": averages.loc[seed, method] for seed in tables.seeds}}
             for method in tables.methods}
-    columns = ["common_tasks", *NO_SEED.fields("average"), *NO_SEED.fields("bwt"), "bytes_per_task",
+    columns = ["tasks", *NO_SEED.fields("average"), *NO_SEED.fields("bwt"), "bytes_per_task",
                *(f"average_seed_{seed}" for seed in tables.seeds)]  # the bwt columns are there, empty, without a matrix
     frame = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns).rename_axis("method")
     return frame.astype({column: "Int64" for column in frame if column.endswith("_seeds")})
@@ -167,7 +198,9 @@ def differences_frame(tables: SeedTables) -> pd.DataFrame:
     """CLR's average minus each other method's, paired by seed (same seed, same tasks), with its interval."""
     averages = tables.averages()
     rows = {}
-    for other in (m for m in tables.methods if m != DEFAULT_METHOD and DEFAULT_METHOD in tables.methods):
+    unfinished = tables.unfinished()
+    for other in (m for m in tables.methods if m != DEFAULT_METHOD and DEFAULT_METHOD in tables.methods
+                  and not {m, DEFAULT_METHOD} & unfinished.keys()):
         difference = averages[DEFAULT_METHOD] - averages[other]
         estimate = Estimate.of(difference)
         rows[other] = {**estimate.fields("difference"), "excludes_zero": estimate.excludes_zero,
@@ -186,8 +219,8 @@ def estimate(row: pd.Series, prefix: str) -> Estimate:
 
 def paper_frame(tables: SeedTables, summary: pd.DataFrame) -> pd.DataFrame:
     """The paper-style table: a row per task (run order), each method's mean and sd over seeds and how many seeds
-    finished the task, as fractions; the last row is the average over the common tasks (its sd is across the
-    seeds' averages)."""
+    finished the task, as fractions; the last row is each method's average over every task (its sd is across the
+    seeds' averages, in the seeds where the method finished every task)."""
     means, sds, counts = tables.over_seeds()
     frame = pd.DataFrame({"order": tables.tasks.order, "task_id": tables.tasks.index,
                           "task_name": tables.tasks.task_name}).reset_index(drop=True)
@@ -202,19 +235,21 @@ def paper_frame(tables: SeedTables, summary: pd.DataFrame) -> pd.DataFrame:
 
 def paper_markdown(tables: SeedTables, paper: pd.DataFrame) -> str:
     cells = pd.DataFrame({"order": paper.order.map(cell), "id": paper.task_id.map(cell), "task": paper.task_name})
-    cells.loc[cells.index[-1], "task"] = f"**average over the {len(tables.common)} common tasks**"
+    cells.loc[cells.index[-1], "task"] = f"**average over the {len(tables.tasks)} tasks**"
     for method in tables.methods:
         cells[accuracy_header(method)] = [spread_cell(mean, sd, seeds) for mean, sd, seeds in
                                           zip(paper[f"{method}_mean"], paper[f"{method}_sd"], paper[f"{method}_seeds"])]
     return markdown(cells)
 
 
-def summary_markdown(summary: pd.DataFrame, common: int) -> str:
+def summary_markdown(summary: pd.DataFrame, tasks: int, unfinished: dict[str, str]) -> str:
     averages = [estimate(row, "average") for _, row in summary.iterrows()]
     bwts = [estimate(row, "bwt") for _, row in summary.iterrows()]
     table = pd.DataFrame({
-        "method": [display_name(m) for m in summary.index], "seeds": summary.average_seeds.astype(str),
-        f"average over the {common} common tasks % (mean ± sd)":
+        "method": [display_name(m) for m in summary.index],
+        "seeds": [f"not compared ({unfinished[m]})" if m in unfinished else str(n)
+                  for m, n in summary.average_seeds.items()],
+        f"average over the {tasks} tasks % (mean ± sd)":
             [spread_cell(e.mean, e.sd, e.seeds) for e in averages],
         "95% interval %": [interval_cell(e) for e in averages],
         "BWT points (mean ± sd)": [spread_cell(e.mean, e.sd, e.seeds) for e in bwts],
@@ -251,18 +286,18 @@ def methods_section(tables: SeedTables, seed_layouts: dict[int, Layout], result:
             "what re-evaluation found.\n\n" + "\n".join(lines))
 
 
-def summary_section(summary: pd.DataFrame, common: int) -> str:
-    text = (f"Each seed's average accuracy is its mean over the {common} tasks every method finished in every seed "
-            "it ran. The table gives its mean over seeds ± the sample sd (ddof=1), and the 95% Student-t interval of "
+def summary_section(summary: pd.DataFrame, tasks: int, unfinished: dict[str, str]) -> str:
+    text = (f"Each seed's average accuracy for a method is its mean over all {tasks} tasks, in each seed where the "
+            "method finished every one of them; a seed where it did not is left out of that method's numbers, and a "
+            "method that finished every task in no seed is not compared. The table gives its mean over seeds ± the "
+            "sample sd (ddof=1), and the 95% Student-t interval of "
             "that mean, mean ± t(n-1) · sd / √n. BWT, for the methods with an accuracy matrix, is each seed's BWT "
             "over the tasks its matrix holds, summarised the same way; an isolated method's is 0 by construction (each "
             "seed's report says what re-evaluation found). \"Stored per task\" is the mean over every seed's tasks.")
-    if common == 0:
-        text += " No task was finished by every method in every seed, so there is no average to compare."
     if (summary.average_seeds == 1).any():
         text += (" With one seed no interval can be given: a method run with one seed shows its mean alone and "
                  f"\"{ONE_SEED}\" for its spread and interval.")
-    return "## Summary\n\n" + text + "\n\n" + summary_markdown(summary, common)
+    return "## Summary\n\n" + text + "\n\n" + summary_markdown(summary, tasks, unfinished)
 
 
 def differences_section(tables: SeedTables, differences: pd.DataFrame) -> str:
@@ -280,17 +315,44 @@ def differences_section(tables: SeedTables, differences: pd.DataFrame) -> str:
             "seeds cannot tell them apart.\n\n" + differences_markdown(differences, tables.seeds))
 
 
+def cost_section(summary: pd.DataFrame, tasks: int, figure_paths: list[Path], result: Path) -> str:
+    """The paper's trade-off across seeds: what each task stores against the average accuracy with its interval."""
+    shown = summary.dropna(subset=["average_mean"])
+    averages = [estimate(row, "average") for _, row in shown.iterrows()]
+    table = pd.DataFrame({"method": [display_name(m) for m in shown.index],
+                          "stored per task": shown.bytes_per_task.map(size_cell),
+                          f"average over the {tasks} tasks % (mean ± sd)":
+                              [spread_cell(e.mean, e.sd, e.seeds) for e in averages],
+                          "95% interval %": [interval_cell(e) for e in averages]})
+    figure = next((path for path in figure_paths if path.stem == "seeds_accuracy_vs_parameters"), None)
+    return ("## Accuracy for cost\n\nEach method's average accuracy over seeds, with its 95% interval, against the "
+            "bytes each task stores of its own (the figure's axis is logarithmic): the numbers of "
+            + (f"[{figure.name}]({figure.relative_to(result).as_posix()})" if figure else "the figure")
+            + ".\n\n" + markdown(table))
+
+
 def report_text(tables: SeedTables, seed_layouts: dict[int, Layout], summary: pd.DataFrame,
-                differences: pd.DataFrame, paper: pd.DataFrame, figure_paths: list[Path], result: Path) -> str:
+                differences: pd.DataFrame, paper: pd.DataFrame, comparison: compare.Comparison,
+                figure_paths: list[Path], result: Path) -> str:
     names = ", ".join(method_label(m) for m in tables.methods)
     seeds = ", ".join(map(str, tables.seeds))
+    coverage = "; ".join(f"{display_name(m)}: {words}" for m, words in comparison.coverage.items())
+    first_lines = [comparison.unfinished_line()] if comparison.unfinished else []
+    first_lines += [f"Compared over the seeds where it finished every task: {coverage}."] if coverage else []
+    values = (compare.ONE_SEED_VALUES if len(tables.seeds) == 1 else
+              "the task's mean accuracy over the seeds in which the method finished every task: all "
+              f"{len(tables.seeds)} seeds, unless \"values cover\" says otherwise")
     sections = [
         f"# Across seeds: {names}; seeds {seeds}",
+        *first_lines,
         methods_section(tables, seed_layouts, result),
-        summary_section(summary, len(tables.common)),
+        summary_section(summary, len(tables.tasks), tables.unfinished()),
         differences_section(tables, differences),
-        "## Per task\n\nThe paper's table across seeds: each task's best accuracy, mean ± sample sd over the seeds "
-        "(\"(one seed)\" where one seed ran it); the last row is the average over the common tasks, its sd taken "
+        compare.section(comparison, values, figure_paths, result),
+        cost_section(summary, len(tables.tasks), figure_paths, result),
+        "## Per task\n\nThe paper's table across seeds: each task's accuracy (a shared-backbone method's after the "
+        "last task, the others' best validation accuracy), mean ± sample sd over the seeds that finished it "
+        "(\"(one seed)\" where one seed did); the last row is each method's average over every task, its sd taken "
         "across the seeds' averages.\n\n" + paper_markdown(tables, paper),
         "## Figures\n\n" + "\n".join(f"- [{path.name}]({path.relative_to(result).as_posix()})"
                                      for path in figure_paths),
@@ -307,11 +369,18 @@ def write_seeds_report(layout: Layout, seed_layouts: dict[int, Layout], tasks: l
     summary, differences = summary_frame(tables), differences_frame(tables)
     paper = paper_frame(tables, summary)
     prepare_output_folder(layout.figures, "figures")
-    figure_paths = figures.average_accuracy_intervals(summary, len(tables.common), layout.figures)
+    comparison = compare.Comparison.of(tables.compared_means(), tables.unfinished(), tables.coverage())
+    figure_paths = figures.average_accuracy_intervals(summary, len(tables.tasks), layout.figures)
     means, sds, _ = tables.over_seeds()
     figure_paths += figures.per_task_accuracy(tables.tasks, means, layout.figures, spread=sds,
                                               stem="seeds_per_task_accuracy")
-    text = report_text(tables, seed_layouts, summary, differences, paper, figure_paths, result)
+    figure_paths += figures.accuracy_vs_parameters(
+        summary.bytes_per_task, summary.average_mean, layout.figures,
+        f"average accuracy over the {len(tables.tasks)} tasks (%): mean over seeds, 95% interval",
+        half_width=summary.average_half_width, stem="seeds_accuracy_vs_parameters")
+    figure_paths += figures.comparison_figures(comparison, tables.tasks, means, layout.figures,
+                                               "Mean accuracy (%) over seeds per task, tasks in run order", "seeds_")
+    text = report_text(tables, seed_layouts, summary, differences, paper, comparison, figure_paths, result)
     atomic_write_text(layout.seeds_summary_csv, summary.reset_index().to_csv(index=False, lineterminator="\n"))
     atomic_write_text(layout.seeds_differences_csv, differences.reset_index().to_csv(index=False, lineterminator="\n"))
     atomic_write_text(layout.paper_table_csv, paper.to_csv(index=False, lineterminator="\n"))

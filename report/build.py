@@ -9,10 +9,10 @@ from common.files import atomic_write_text
 from dataset.sources import open_data, select_tasks
 from dataset.task import TaskInfo, TaskSample
 from inference.agnostic import write_task_agnostic
-from report import figures
+from report import compare, figures
 from report.inputs import MethodResults, tasks_from_results
 from report.methods import find_methods, method_label, read_methods
-from report.tables import (accuracy_frame, bytes_frame, common_tasks, matrix_markdown, params_frame, per_task_markdown,
+from report.tables import (accuracy_frame, bytes_frame, matrix_markdown, params_frame, per_task_markdown,
                            summary_frame, summary_markdown, task_agnostic_markdown, task_frame, wide_csv)
 from report.verify import Verification, describe, verify_method
 from training.context import Context
@@ -56,16 +56,22 @@ def settings_line(results: MethodResults, check: Verification) -> str:
 def report_text(results: list[MethodResults], checks: dict[str, Verification], tables: dict, figure_paths,
                 result: Path) -> str:
     tasks, accuracy, params, summary = tables["tasks"], tables["accuracy"], tables["params"], tables["summary"]
-    common = len(common_tasks(accuracy))
+    comparison = tables["comparison"]
     names = ", ".join(method_label(r.name) for r in results)
     sections = [
         f"# Per-task results: {names}, {len(tasks)} task(s)",
+        *([comparison.unfinished_line()] if comparison.unfinished else []),
         "## Methods and verification\n\n" + "\n".join(settings_line(r, checks[r.name]) for r in results)
         + "\n\nIsolated methods store each task's state apart from every other's, so their backward transfer "
         "(BWT) is 0 by construction; it is shown as 0.00 where every task re-evaluated equal to its record.",
-        "## Summary\n\n" + summary_markdown(summary, checks, common) + "\n\nWith one seed no interval can be given for "
-        "these numbers; `--seeds` runs several, and the report across them gives each average with its 95% interval.",
-        "## Per task\n\nAccuracy is the best validation accuracy; params % is the extra parameters the task adds, in "
+        "## Summary\n\n" + summary_markdown(summary, checks, len(comparison.accuracy))
+        + "\n\nThe compared tasks are those of the methods that finished every task (an unfinished method has no "
+        "value there: see the next section). With one seed no interval can be given for these numbers; `--seeds` runs "
+        "several, and the report across them gives each average with its 95% interval.",
+        compare.section(comparison, compare.ONE_SEED_VALUES + ": `--seeds` runs several, and the report across them "
+                        "ranks each task's mean", figure_paths, result),
+        "## Per task\n\nAccuracy is the best validation accuracy of an isolated method and, for a shared-backbone "
+        "method, its accuracy after the last task; params % is the extra parameters the task adds, in "
         "% of the backbone (the average row is the mean per task). The summary's \"stored per task\" counts bytes: a "
         "float at its size, a binary mask at one bit per weight, ER's kept images.\n\n"
         + per_task_markdown(tasks, accuracy, params),
@@ -82,8 +88,12 @@ def report_text(results: list[MethodResults], checks: dict[str, Verification], t
 
 def draw_figures(tables: dict, results: list[MethodResults], folder: Path) -> list[Path]:
     prepare_output_folder(folder, "figures")
+    comparison = tables["comparison"]
     paths = figures.per_task_accuracy(tables["tasks"], tables["accuracy"], folder)
-    paths += figures.accuracy_vs_parameters(tables["summary"], len(common_tasks(tables["accuracy"])), folder)
+    paths += figures.accuracy_vs_parameters(tables["summary"].bytes_per_task, comparison.accuracy.mean(), folder,
+                                            f"average accuracy over the {len(comparison.accuracy)} tasks (%)")
+    paths += figures.comparison_figures(comparison, tables["tasks"], tables["accuracy"], folder,
+                                        "Accuracy (%) per task, tasks in run order")
     paths += figures.training_curves(tables["tasks"], results, folder)
     for r in results:
         if r.matrix is not None:
@@ -106,8 +116,9 @@ def write_report(layout: Layout, tasks: list[TaskInfo], contexts: list[Context] 
               for r in results}
     frame = task_frame(tasks, results)
     accuracy, params, stored = accuracy_frame(frame, results), params_frame(frame, results), bytes_frame(frame, results)
-    tables = {"tasks": frame, "accuracy": accuracy, "params": params,
-              "summary": summary_frame(accuracy, params, stored, results, checks)}
+    comparison = compare.Comparison.of(accuracy)
+    tables = {"tasks": frame, "accuracy": accuracy, "params": params, "comparison": comparison,
+              "summary": summary_frame(accuracy, params, stored, results, checks, comparison.accuracy)}
     figure_paths = draw_figures(tables, results, layout.figures)
     text = report_text(results, checks, tables, figure_paths, layout.result)
     atomic_write_text(layout.results_wide, wide_csv(frame, accuracy, params, stored))

@@ -15,7 +15,8 @@ import pandas as pd  # noqa: E402
 
 from common.files import atomic_path  # noqa: E402
 from report.inputs import MethodResults  # noqa: E402
-from report.methods import display_name  # noqa: E402
+from report.compare import Comparison, Friedman  # noqa: E402
+from report.methods import accuracy_label, display_name  # noqa: E402
 from report.tables import size_cell  # noqa: E402
 
 MARKERS = "oDs^v<>Ph*X"
@@ -48,18 +49,18 @@ def per_task_accuracy(tasks: pd.DataFrame, accuracy: pd.DataFrame, folder: Path,
         else np.zeros(len(accuracy.columns))
     for k, method in enumerate(accuracy.columns):
         if spread is None:
-            label = f"{display_name(method)} (average {100 * accuracy[method].mean():.2f}%)"
+            label = f"{accuracy_label(method)}, average {100 * accuracy[method].mean():.2f}%"
             axes.scatter(100 * accuracy.loc[order, method], rows, marker=MARKERS[k % len(MARKERS)], s=28,
                          label=label, zorder=2)
-        else:  # no average in the label: the report's averages across seeds are over the common tasks only
+        else:  # no average in the label: the report's averages across seeds leave out a method's unfinished seeds
             axes.errorbar(100 * accuracy.loc[order, method], rows + apart[k],  # one seed gives no spread, no bar
                           xerr=100 * spread.loc[order, method].fillna(0.0), fmt=MARKERS[k % len(MARKERS)],
-                          markersize=5, capsize=2, elinewidth=1, label=display_name(method), zorder=2)
+                          markersize=5, capsize=2, elinewidth=1, label=accuracy_label(method), zorder=2)
     axes.set_yticks(rows, tasks.loc[order, "task_name"], fontsize=8)
     axes.set_ylim(-0.7, len(order) - 0.3)
     axes.set_xlim(0, 100)
-    axes.set_xlabel("best validation accuracy (%)" if spread is None
-                    else "best validation accuracy (%), mean over seeds ± one sd")
+    axes.set_xlabel("accuracy (%): each method's best validation accuracy, or after the last task, as its legend says"
+                    + ("" if spread is None else "; mean over seeds ± one sd"))
     axes.set_title(f"{'Accuracy' if spread is None else 'Mean accuracy over seeds'} per task ({len(order)} tasks, "
                    f"sorted by {display_name(first)})")
     figure.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
@@ -67,30 +68,92 @@ def per_task_accuracy(tasks: pd.DataFrame, accuracy: pd.DataFrame, folder: Path,
     return save(figure, folder, stem)
 
 
-def accuracy_vs_parameters(summary: pd.DataFrame, common: int, folder: Path) -> list[Path]:
-    """CLR's trade-off: average accuracy over the common tasks against what each task stores of its own, in
-    bytes, so that a binary mask (one bit per weight) and float parameters (four bytes each) compare honestly.
-    Methods often share a point (every one at 100% on easy tasks), so a legend, not labels, names them."""
-    shown = summary.dropna(subset=["bytes_per_task", "common_average"])
+def accuracy_vs_parameters(stored: pd.Series, accuracy: pd.Series, folder: Path, ylabel: str,
+                           half_width: pd.Series | None = None, stem: str = "accuracy_vs_parameters") -> list[Path]:
+    """CLR's trade-off: each method's average accuracy (a fraction) against what each task stores of its own
+    (``stored``, bytes), so that a binary mask (one bit per weight) and float parameters (four bytes each) compare
+    honestly; with ``half_width``, each point has its 95% interval (no bar where one seed gives none). Methods often
+    share a point (every one at 100% on easy tasks), so a legend, not labels, names them."""
+    shown = pd.DataFrame({"stored": stored, "accuracy": accuracy}).dropna()
     figure, axes = plt.subplots(figsize=(8.5, 4.8), layout="constrained")
     colours = plt.get_cmap("tab20").colors
     for k, (method, row) in enumerate(shown.iterrows()):
-        axes.scatter(row.bytes_per_task, 100 * row.common_average, marker=MARKERS[k % len(MARKERS)], s=60,
-                     color=colours[k % len(colours)], label=display_name(method), zorder=2, alpha=0.85)
+        bar = None if half_width is None or pd.isna(half_width.get(method)) else 100 * half_width[method]
+        axes.errorbar(row.stored, 100 * row.accuracy, yerr=bar, fmt=MARKERS[k % len(MARKERS)], markersize=8,
+                      capsize=4, color=colours[k % len(colours)], label=accuracy_label(method), zorder=2, alpha=0.85)
     axes.set_xscale("log", base=2)
     axes.xaxis.set_major_locator(ticker.LogLocator(base=4))
     axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: size_cell(value)))
     axes.xaxis.set_minor_locator(ticker.NullLocator())
     axes.set_ylim(0, 102)
     if len(shown):
-        axes.set_xlim(shown.bytes_per_task.min() / 2, shown.bytes_per_task.max() * 2)
+        axes.set_xlim(shown.stored.min() / 2, shown.stored.max() * 2)
     axes.set_xlabel("bytes each task stores of its own (log scale; a mask is one bit per weight)")
-    axes.set_ylabel(f"average accuracy over {common} common tasks (%)")
+    axes.set_ylabel(ylabel)
     axes.set_title("Accuracy against what each task stores")
     axes.grid(alpha=0.4)
     if len(shown):
         figure.legend(loc="outside right upper", fontsize=8, frameon=False)
-    return save(figure, folder, "accuracy_vs_parameters")
+    return save(figure, folder, stem)
+
+
+def critical_difference(friedman: Friedman, folder: Path, stem: str = "critical_difference") -> list[Path]:
+    """Demšar's critical-difference diagram (his Figure 1): the methods on the axis of average ranks, the best (lowest)
+    to the right, the critical difference drawn above, and a thick bar joining each group of methods whose ranks lie
+    within it, i.e. that the Nemenyi test does not tell apart."""
+    ranks = friedman.ranks.sort_values()
+    methods = len(ranks)
+    half = math.ceil(methods / 2)
+    figure, axes = plt.subplots(figsize=(8, 2.2 + 0.28 * half), layout="constrained")
+    axes.set_xlim(methods + 0.3, 0.7)  # reversed: rank 1 on the right
+    depth = half + 1.2
+    axes.set_ylim(-depth, 1.6)
+    axes.axis("off")
+    axes.hlines(0, 1, methods, color="black", linewidth=1)
+    for tick in range(1, methods + 1):
+        axes.vlines(tick, 0, 0.12, color="black", linewidth=1)
+        axes.text(tick, 0.2, str(tick), ha="center", va="bottom", fontsize=9)
+    axes.hlines(1.1, 1, 1 + friedman.critical_difference, color="black", linewidth=1.5)
+    axes.vlines([1, 1 + friedman.critical_difference], 1.0, 1.2, color="black", linewidth=1.5)
+    axes.text(1 + friedman.critical_difference / 2, 1.25, f"CD = {friedman.critical_difference:.2f}", ha="center",
+              va="bottom", fontsize=9)
+    for k, (method, rank) in enumerate(ranks.items()):  # the best half hangs to the right, the rest to the left
+        right = k < half
+        row = -(k + 1 if right else methods - k) * 0.9
+        end = 0.5 if right else methods + 0.5
+        axes.plot([rank, rank, end], [0, row, row], color="black", linewidth=0.8)
+        axes.text(end - 0.05 if right else end + 0.05, row, f"{display_name(method)} ({rank:.2f})",
+                  ha="left" if right else "right", va="center", fontsize=9)
+    for level, group in enumerate(friedman.groups()):
+        axes.hlines(-0.25 - 0.2 * level, ranks[group[0]] - 0.03, ranks[group[-1]] + 0.03, color="black",
+                    linewidth=4)
+    axes.set_title(f"Average ranks over {friedman.tasks} tasks; a bar joins methods not significantly different "
+                   "(Nemenyi, α = 0.05)", fontsize=9)
+    return save(figure, folder, stem)
+
+
+def accuracy_heatmap(tasks: pd.DataFrame, accuracy: pd.DataFrame, folder: Path, title: str,
+                     stem: str = "accuracy_heatmap") -> list[Path]:
+    """The paper's per-task table as a picture: tasks in run order down, methods across, each cell's accuracy (%)
+    written in it; blank where a method did not finish the task."""
+    values = 100 * accuracy.to_numpy(dtype=float)
+    figure, axes = plt.subplots(figsize=(2.5 + 1.1 * accuracy.shape[1], 1.6 + 0.28 * len(accuracy)),
+                                layout="constrained")
+    image = axes.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    axes.set_xticks(range(accuracy.shape[1]), [accuracy_label(m).replace(" (", "\n(") for m in accuracy.columns],
+                    fontsize=8)
+    axes.xaxis.tick_top()
+    axes.set_yticks(range(len(accuracy)), [f"{order}. {name}" for order, name in
+                                           zip(tasks.loc[accuracy.index, "order"], tasks.loc[accuracy.index,
+                                                                                               "task_name"])],
+                    fontsize=8)
+    for (row, column), value in np.ndenumerate(values):
+        if not math.isnan(value):
+            axes.text(column, row, f"{value:.1f}", ha="center", va="center", fontsize=7,
+                      color="white" if value < 60 else "black")
+    axes.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=axes, label="accuracy (%)", fraction=0.04)
+    return save(figure, folder, stem)
 
 
 def training_curves(tasks: pd.DataFrame, results: list[MethodResults], folder: Path) -> list[Path]:
@@ -151,7 +214,16 @@ def accuracy_matrix(results: MethodResults, folder: Path) -> list[Path]:
     return save(figure, folder, f"accuracy_matrix_{results.name}")
 
 
-def average_accuracy_intervals(summary: pd.DataFrame, common: int, folder: Path) -> list[Path]:
+def comparison_figures(comparison: Comparison, tasks: pd.DataFrame, accuracy: pd.DataFrame, folder: Path, title: str,
+                       prefix: str = "") -> list[Path]:
+    """The figures of "Does CLR outperform them?": the critical-difference diagram where the Friedman test runs, and
+    the heatmap of ``accuracy`` (every method, tasks in run order)."""
+    friedman = comparison.friedman()
+    paths = critical_difference(friedman, folder, f"{prefix}critical_difference") if friedman else []
+    return paths + accuracy_heatmap(tasks, accuracy, folder, title, f"{prefix}accuracy_heatmap")
+
+
+def average_accuracy_intervals(summary: pd.DataFrame, tasks: int, folder: Path) -> list[Path]:
     """Each method's average accuracy, as a mean over seeds with its 95% interval (columns ``average_seeds``,
     ``average_mean``, ``average_half_width``): a gap between two methods that these bars cover may be seed noise.
     A method with one seed has its point and no bar, and says so."""
@@ -164,7 +236,7 @@ def average_accuracy_intervals(summary: pd.DataFrame, common: int, folder: Path)
     axes.set_yticks(range(len(shown)), [display_name(m) + ("" if n >= 2 else " (one seed)")
                                         for m, n in zip(shown.index, shown.average_seeds)])
     axes.set_ylim(len(shown) - 0.5, -0.5)  # the paper's order, top down
-    axes.set_xlabel(f"average accuracy over {common} common tasks (%): mean over seeds, 95% interval")
+    axes.set_xlabel(f"average accuracy over the {tasks} tasks (%): mean over seeds, 95% interval")
     axes.set_title("Average accuracy across seeds")
     axes.grid(axis="x", alpha=0.4)
     return save(figure, folder, "seeds_average_accuracy")

@@ -3,7 +3,7 @@ import csv
 from pathlib import Path
 
 from dataset.task import TaskInfo
-from network import METHODS, REGISTRY
+from network import METHODS, REGISTRY, Family
 from report.inputs import MethodResults, read_method
 from training.results import CSV_HEADER
 from training.settings import Layout
@@ -17,6 +17,18 @@ def display_name(method: str) -> str:
 
 def method_label(method: str) -> str:
     return REGISTRY[method].label if method in REGISTRY else method
+
+
+def is_shared_backbone(method: str) -> bool:
+    """Whether the method carries one backbone across tasks, so that its per-task accuracy (<method>.csv) is the
+    accuracy after the last task rather than the best validation accuracy; False for a method this version does not
+    know."""
+    return method in REGISTRY and REGISTRY[method].family is Family.SHARED
+
+
+def accuracy_label(method: str) -> str:
+    """The method's name with what its per-task accuracy is, for a figure's legend or axis."""
+    return f"{display_name(method)} ({'after the last task' if is_shared_backbone(method) else 'best validation'})"
 
 
 def paper_order(methods: list[str]) -> list[str]:

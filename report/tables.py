@@ -60,17 +60,17 @@ def backward_transfer(matrix: pd.DataFrame) -> float | None:
 
 
 def summary_frame(accuracy: pd.DataFrame, params: pd.DataFrame, stored: pd.DataFrame, results: list[MethodResults],
-                  checks: dict[str, Verification]) -> pd.DataFrame:
-    """One row per method: tasks finished, average and median accuracy, the average over the common tasks,
-    parameters and bytes per task, and backward transfer (0 for an isolated method whose every task re-evaluated
-    equal)."""
-    common = common_tasks(accuracy)
+                  checks: dict[str, Verification], compared: pd.DataFrame) -> pd.DataFrame:
+    """One row per method: tasks finished, average and median accuracy, the average over the tasks of the comparison
+    (``compared``: the tasks x the methods that finished every task; empty for a method that did not), parameters and
+    bytes per task, and backward transfer (0 for an isolated method whose every task re-evaluated equal)."""
     rows = {}
     for r in results:
         check = checks[r.name]
         verified_zero = check.checked == r.accuracy.size and not check.mismatches
         rows[r.name] = {"tasks": int(accuracy[r.name].count()), "average": accuracy[r.name].mean(),
-                        "median": accuracy[r.name].median(), "common_average": accuracy.loc[common, r.name].mean(),
+                        "median": accuracy[r.name].median(),
+                        "compared_average": compared[r.name].mean() if r.name in compared else math.nan,
                         "params_percent": params[r.name].mean(), "bytes_per_task": stored[r.name].mean(),
                         "bwt": (backward_transfer(r.matrix) if r.matrix is not None
                                 else 0.0 if verified_zero else None)}
@@ -148,12 +148,12 @@ def per_task_markdown(tasks: pd.DataFrame, accuracy: pd.DataFrame, params: pd.Da
     return markdown(pd.concat([table.reset_index(drop=True), footer], ignore_index=True))
 
 
-def summary_markdown(summary: pd.DataFrame, checks: dict[str, Verification], common: int) -> str:
+def summary_markdown(summary: pd.DataFrame, checks: dict[str, Verification], compared: int) -> str:
     table = pd.DataFrame({
         "method": [display_name(m) for m in summary.index], "tasks": summary.tasks.astype(str),
         "average acc %": summary.average.map(percent_cell),
         "median acc %": summary["median"].map(percent_cell),
-        f"average over the {common} common tasks %": summary.common_average.map(percent_cell),
+        f"average over the {compared} compared tasks %": summary.compared_average.map(percent_cell),
         "extra params per task (% of backbone)": summary.params_percent.map(params_cell),
         "stored per task": summary.bytes_per_task.map(size_cell),
         "BWT (points)": summary.bwt.map(percent_cell),

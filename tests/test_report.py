@@ -23,7 +23,8 @@ TASKS = [(17, "wikiart"), (1, "scenes"), (2, "birds")]  # ./stat.csv runs them s
 STAT_ORDER = ["scenes", "birds", "wikiart"]
 CLR = [0.5, 0.8125, 0.625]
 LINEAR = [0.25, 0.375]  # wikiart and scenes only: a partially finished method
-FIGURES = ["per_task_accuracy", "accuracy_vs_parameters", "training_curves"]
+# no critical-difference diagram: it needs three methods over five tasks
+FIGURES = ["per_task_accuracy", "accuracy_vs_parameters", "training_curves", "accuracy_heatmap"]
 
 
 def report_on(folder: Path, *extra: str) -> int:
@@ -133,6 +134,14 @@ def test_shared_backbone_matrix_gives_bwt_and_a_heatmap(two_methods):
     assert "**SGD** (shared backbone" in report
     assert png_size(two_methods / "result" / "figures" / "accuracy_matrix_SGD.png")[0] >= 300
     assert "SGD_matrix" not in table(report, "order")[0]  # a matrix file is not a method
+    # SGD finished all three tasks beside CLR: both are compared, SGD on its accuracy after the last task; Linear
+    # (2 of 3) is named in the report's first lines and left out
+    assert report.splitlines()[2] == ("Not compared (unfinished): Linear: 2 of 3 tasks. The comparison covers the 2 "
+                                      "method(s) that finished all 3 tasks.")
+    assert "A shared-backbone method (SGD) is ranked on its accuracy after the last task" in report
+    assert "- CLR against SGD: wins 2, ties 0, losses 1 over 3 tasks; median difference +2.50 points." in report
+    assert {r["method"]: r["average over the 3 compared tasks %"] for r in summary.values()} == {
+        "CLR": percent(sum(CLR) / 3), "Linear": "", "SGD": percent(sum(matrix[-1]) / 3)}
 
 
 def test_task_agnostic_counts_are_summed_before_dividing(two_methods):
