@@ -74,7 +74,7 @@ def report_text(results: list[MethodResults], checks: dict[str, Verification], t
         "method, its accuracy after the last task; params % is the extra parameters the task adds, in "
         "% of the backbone (the average row is the mean per task). The summary's \"stored per task\" counts bytes: a "
         "float at its size, a binary mask at one bit per weight, ER's kept images.\n\n"
-        + per_task_markdown(tasks, accuracy, params),
+        + per_task_markdown(tasks, accuracy, params, comparison.accuracy),
     ]
     sections += ["## Forgetting\n\n" + "\n\n".join(matrix_markdown(r) for r in results if r.matrix is not None)
                  ] if any(r.matrix is not None for r in results) else []

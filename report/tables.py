@@ -49,11 +49,6 @@ def bytes_frame(tasks: pd.DataFrame, results: list[MethodResults]) -> pd.DataFra
                          for r in results}, index=tasks.index, dtype=float)
 
 
-def common_tasks(accuracy: pd.DataFrame) -> pd.Index:
-    """The tasks every compared method finished: the only fair ground for one average per method."""
-    return accuracy.dropna().index
-
-
 def backward_transfer(matrix: pd.DataFrame) -> float | None:
     """The BWT of a matrix as read from <method>_matrix.csv (``continual.matrix`` defines it)."""
     return continual.matrix.backward_transfer(matrix.drop(columns="task_name").to_numpy(dtype=float).tolist())
@@ -124,26 +119,30 @@ def footer_row(label: str, accuracy: pd.Series, params: pd.Series, format_accura
             **{params_header(m): format_params(v) for m, v in params.items()}}
 
 
-def per_task_markdown(tasks: pd.DataFrame, accuracy: pd.DataFrame, params: pd.DataFrame) -> str:
+def per_task_markdown(tasks: pd.DataFrame, accuracy: pd.DataFrame, params: pd.DataFrame,
+                      compared: pd.DataFrame) -> str:
     """The paper's per-task table: counts, each method's accuracy side by side, then each one's parameters,
-    with average and median rows that say over how many tasks they are taken."""
+    with average and median rows that say over how many tasks they are taken. ``compared`` is the comparison's
+    tasks x methods (those that finished every task): where a method is unfinished, the last row averages the
+    compared methods over those tasks, so the unfinished one cannot shrink it."""
     table = pd.DataFrame({"order": tasks.order.map(cell), "id": tasks.index.astype(str), "task": tasks.task_name,
                           **{c: tasks[c].map(cell) for c in COUNT_COLUMNS}})
     for method in accuracy:
         table[accuracy_header(method)] = accuracy[method].map(percent_cell)
     for method in params:
         table[params_header(method)] = params[method].map(params_cell)
-    common = common_tasks(accuracy)
-    if len(common) == len(tasks):
+    if accuracy.notna().all().all():
         over = f"over {len(tasks)} task{'' if len(tasks) == 1 else 's'}"
         footers = [footer_row(f"**average {over}**", accuracy.mean(), params.mean()),
                    footer_row(f"**median {over}**", accuracy.median(), params.median())]
     else:
         footers = [footer_row("**tasks finished**", accuracy.count(), params.count(), str, str),
                    footer_row("**average over the tasks finished**", accuracy.mean(), params.mean()),
-                   footer_row("**median over the tasks finished**", accuracy.median(), params.median()),
-                   footer_row(f"**average over the {len(common)} tasks every method finished**",
-                              accuracy.loc[common].mean(), params.loc[common].mean())]
+                   footer_row("**median over the tasks finished**", accuracy.median(), params.median())]
+        if len(compared.columns):
+            footers.append(footer_row(f"**average over the {len(compared)} compared tasks**",
+                                      compared.mean().reindex(accuracy.columns),
+                                      params.loc[compared.index, compared.columns].mean().reindex(params.columns)))
     footer = pd.DataFrame(footers, columns=table.columns, dtype=object).fillna("")
     return markdown(pd.concat([table.reset_index(drop=True), footer], ignore_index=True))
 
