@@ -105,17 +105,21 @@ class SeedTables:
         return list(self.by_seed)
 
     @property
+    def finished(self) -> pd.DataFrame:
+        """How many tasks each method finished in each seed: seeds x methods, NaN where it did not run."""
+        return self.accuracy.count().unstack("method").reindex(index=self.seeds, columns=self.methods)
+
+    @property
     def complete(self) -> pd.DataFrame:
         """Whether each method finished every task in each seed: seeds x methods, False where it did not run. A seed
         where a method is incomplete is left out of that method's numbers, so that it shrinks no one's tasks."""
-        finished = self.accuracy.count().unstack("method").reindex(index=self.seeds, columns=self.methods)
-        return finished == len(self.tasks)
+        return self.finished == len(self.tasks)
 
     def unfinished(self) -> dict[str, str]:
         """The methods complete in no seed, each with what it finished: they are listed apart, not compared."""
-        finished = self.accuracy.count().unstack("method").reindex(index=self.seeds, columns=self.methods)
+        finished, complete = self.finished, self.complete
         words = {}
-        for method in (m for m in self.methods if not self.complete[m].any()):
+        for method in (m for m in self.methods if not complete[m].any()):
             counts = finished[method].dropna()
             words[method] = "; ".join(f"{int(count)} of {len(self.tasks)} tasks" + (f" in seed {seed}"
                                                                                      if len(self.seeds) > 1 else "")
@@ -124,10 +128,10 @@ class SeedTables:
 
     def coverage(self) -> dict[str, str]:
         """The methods complete in some seeds but not all: the seeds they are compared over, and why not the rest."""
-        finished = self.accuracy.count().unstack("method").reindex(index=self.seeds, columns=self.methods)
+        finished, complete_in = self.finished, self.complete
         words = {}
         for method in self.methods:
-            complete = self.complete[method]
+            complete = complete_in[method]
             if complete.any() and not complete.all():
                 missing = [f"seed {seed}: " + ("not run" if pd.isna(finished.loc[seed, method]) else
                                                f"{int(finished.loc[seed, method])} of {len(self.tasks)} tasks")
@@ -139,7 +143,8 @@ class SeedTables:
     def compared_means(self) -> pd.DataFrame:
         """Each task's mean accuracy per method over the seeds in which that method finished every task: tasks x
         methods, all NaN for a method complete in no seed."""
-        kept = self.accuracy[[column for column in self.accuracy.columns if self.complete.loc[column]]]
+        complete = self.complete
+        kept = self.accuracy[[column for column in self.accuracy.columns if complete.loc[column]]]
         means = kept.T.groupby(level="method").mean().T
         return means.reindex(index=self.tasks.index, columns=self.methods)
 

@@ -90,7 +90,8 @@ def draw_figures(tables: dict, results: list[MethodResults], folder: Path) -> li
     prepare_output_folder(folder, "figures")
     comparison = tables["comparison"]
     paths = figures.per_task_accuracy(tables["tasks"], tables["accuracy"], folder)
-    paths += figures.accuracy_vs_parameters(tables["summary"].bytes_per_task, comparison.accuracy.mean(), folder,
+    summary = tables["summary"]
+    paths += figures.accuracy_vs_parameters(summary.bytes_per_task, summary.compared_average, folder,
                                             f"average accuracy over the {len(comparison.accuracy)} tasks (%)")
     paths += figures.comparison_figures(comparison, tables["tasks"], tables["accuracy"], folder,
                                         "Accuracy (%) per task, tasks in run order")

@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import stats
 
 from network import DEFAULT_METHOD
-from report.methods import display_name, is_shared_backbone
+from report.methods import accuracy_kind, display_name, is_shared_backbone
 from report.tables import markdown, percent_cell
 
 ALPHA = 0.05
@@ -194,7 +194,7 @@ def ranks_markdown(comparison: Comparison, friedman: Friedman | None) -> str:
         "method": [display_name(m) for m in order],
         "average rank": [f"{ranks[m]:.3f}" for m in order],
         f"average acc % over the {len(comparison.accuracy)} tasks": [percent_cell(means[m]) for m in order],
-        "accuracy ranked": ["after the last task" if is_shared_backbone(m) else "best validation" for m in order],
+        "accuracy ranked": [accuracy_kind(m) for m in order],
         "values cover": [comparison.coverage.get(m, "") for m in order]}))
 
 

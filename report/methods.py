@@ -26,9 +26,14 @@ def is_shared_backbone(method: str) -> bool:
     return method in REGISTRY and REGISTRY[method].family is Family.SHARED
 
 
+def accuracy_kind(method: str) -> str:
+    """Which accuracy the method's per-task values are."""
+    return "after the last task" if is_shared_backbone(method) else "best validation"
+
+
 def accuracy_label(method: str) -> str:
     """The method's name with what its per-task accuracy is, for a figure's legend or axis."""
-    return f"{display_name(method)} ({'after the last task' if is_shared_backbone(method) else 'best validation'})"
+    return f"{display_name(method)} ({accuracy_kind(method)})"
 
 
 def paper_order(methods: list[str]) -> list[str]:
