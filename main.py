@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import continual
-from common.cli import OneLineParser, add_options, number
+from common.cli import OneLineParser, add_options, number, option_flag
 from common.console import TransientBar, console_log, print_stop_line
 from common.errors import ClrError, NetworkError, RunError, Terminated
 from dataset.check import check_tasks
@@ -102,6 +102,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--patience", type=number(int, allow_zero=True), default=21,
                         help="stop when the epoch is more than this many epochs past the best (default 21)")
     recipe.add_argument("--seed", type=int, help="seed; task k uses seed+k (default 0)")
+    recipe.add_argument("--tune", action="store_true", help="first choose each shared-backbone method's learning "
+                        "rate and its own stability option, per seed, on the first --tune-tasks tasks (their training "
+                        "images less a held-out tenth, never the validation split: A-GEM's protocol, "
+                        "docs/baselines.md#tuning), then learn every task with them; isolated methods keep the recipe")
+    recipe.add_argument("--tune-tasks", type=number(int), metavar="N", help="with --tune: how many of the run's first "
+                        f"tasks the choice is made on (default {continual.DEFAULT_TUNING_TASKS}, A-GEM's)")
     recipe.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="run every method once per seed, "
                         "each seed in its own seed_<S>/ folders under --result and --weight, and report the mean, "
                         "the standard deviation and 95%% intervals over the seeds (instead of --seed)")
@@ -149,7 +155,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.methods = method_settings(args)
     except NetworkError as error:
         parser.error(str(error))
+    args.tune_tasks = tuning_tasks(args, parser)
     return args
+
+
+def tuning_tasks(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int | None:
+    """How many tasks --tune chooses on (None: no tuning). It needs a shared-backbone method, and leaves to the search
+    what it searches: a method option it would choose, given on the command line, is refused (--lr stays the rate of
+    the isolated methods, and of the shared ones without --tune)."""
+    if not args.tune:
+        if args.tune_tasks is not None:
+            parser.error("--tune-tasks goes with --tune")
+        return None
+    tuned = [method_spec(choice.method) for choice in args.methods if method_spec(choice.method).search]
+    if not tuned:
+        parser.error("--tune chooses the hyper-parameters of the shared-backbone methods, and none is among the "
+                     "methods chosen (the isolated methods keep the release's recipe)")
+    for spec in tuned:
+        for name in spec.search:
+            if name in spec.options and getattr(args, name) is not None:
+                parser.error(f"--tune chooses {option_flag(name)} for --method {spec.name}: leave it out, or run "
+                             "without --tune")
+    return args.tune_tasks or continual.DEFAULT_TUNING_TASKS
 
 
 def seeds_of(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[int]:
@@ -197,7 +224,7 @@ def sequence_units(ctx: Context, samples: list[TaskSample]) -> list[WorkUnit]:
 
 
 DRIVERS = {Family.ISOLATED: Driver(units_with_anchors, forget_tasks, record_finished, task_mapper=True),
-           Family.SHARED: Driver(sequence_units, continual.forget_sequence, None, task_mapper=False)}
+           Family.SHARED: Driver(sequence_units, continual.forget, None, task_mapper=False)}
 
 
 def driver_of(method: str) -> Driver:
@@ -352,6 +379,8 @@ def train(args: argparse.Namespace) -> int:
                     driver_of(ctx.method).forget(ctx, samples)
         distributed.barrier()  # no task is claimed before --fresh has forgotten it
         torch.backends.cudnn.benchmark = True
+        if args.tune_tasks:
+            contexts = continual.tune(contexts, samples, args.tune_tasks)
         for ctx in contexts:
             log.info("%s on %s (%s), seed %d, %d task(s), %s, device %s", method_spec(ctx.method).label, ctx.arch,
                      ctx.backbone_id, ctx.recipe.seed, len(samples), method_spec(ctx.method).family.value,

@@ -9,6 +9,8 @@ from continual.psp import PSP
 from continual.sequence import forget_sequence, learn_sequence
 from continual.sgd import SGD
 from continual.si import SI
+from continual.tuning import DEFAULT_TUNING_TASKS, forget_tuning
+from continual.tuning import tune as tune_with
 from dataset.task import TaskSample
 from network import Family, methods_of
 from training.context import Context
@@ -19,7 +21,7 @@ IMPLEMENTATIONS: dict[str, type[Method]] = {"SGD": SGD, "EWC": EWC, "LwF": LwF, 
                                             "PackNet": PackNet}
 if set(IMPLEMENTATIONS) != set(methods_of(Family.SHARED)):
     raise ImportError("continual.IMPLEMENTATIONS and network.methods' shared-backbone methods differ")
-__all__ = ["IMPLEMENTATIONS", "sequence_unit", "forget_sequence"]
+__all__ = ["DEFAULT_TUNING_TASKS", "IMPLEMENTATIONS", "sequence_unit", "forget", "tune"]
 
 
 def sequence_unit(ctx: Context, samples: list[TaskSample]) -> WorkUnit:
@@ -31,3 +33,15 @@ def sequence_unit(ctx: Context, samples: list[TaskSample]) -> WorkUnit:
 
     return WorkUnit(f"{ctx.method} seed {ctx.recipe.seed}",
                     sum(task_cost(len(sample.train), len(sample.val), ctx.recipe.epochs) for sample in samples), learn)
+
+
+def tune(contexts: list[Context], samples: list[TaskSample], tasks: int) -> list[Context]:
+    """--tune: the contexts the run learns with, each shared-backbone method's learning rate and own option chosen
+    on the first ``tasks`` tasks by continual.tuning's protocol; the isolated methods' contexts as they were."""
+    return tune_with(contexts, samples, tasks, IMPLEMENTATIONS)
+
+
+def forget(ctx: Context, samples: list[TaskSample]) -> None:
+    """--fresh: the selected tasks' files, the sequence's own state and matrix, and the method's tuning."""
+    forget_sequence(ctx, samples)
+    forget_tuning(ctx)

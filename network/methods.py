@@ -50,10 +50,18 @@ class MethodSpec:
     weights: str | None = None  # the one kind of backbone weights it is defined on (a random init)
     layers: TaskLayers | None = None  # the isolated family's layers (None for a shared backbone)
     mask_lr_option: str | None = None  # the option holding the masks' own Adam rate (Piggyback)
+    # what --tune tries (a shared backbone only), one coordinate after another in this order: "lr" (the recipe's Adam
+    # rate) first, then the method's own stability option; see continual.tuning
+    search: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.layers is not None) != (self.family is Family.ISOLATED):
             raise ValueError(f"{self.name}: an isolated method says what it does to the layers, a shared one not")
+        if (self.family is Family.SHARED) != (next(iter(self.search), None) == TUNED_LR):
+            raise ValueError(f"{self.name}: a shared-backbone method's search starts with the learning rate, an "
+                             "isolated one has none (it keeps the release's recipe)")
+        if any(name != TUNED_LR and name not in self.options for name in self.search):
+            raise ValueError(f"{self.name}: --tune searches the learning rate and the method's own options only")
         prefix = self.name.lower() + "_"
         if any(not name.startswith(prefix) for name in self.options):
             raise ValueError(f"{self.name}: every option is named {prefix}<name>")
@@ -90,6 +98,11 @@ def _piggyback(conv: nn.Conv2d, options: dict) -> nn.Module:
 def _supsup(conv: nn.Conv2d, options: dict) -> nn.Module:
     return supsup_conv(conv, sparsity=options["supsup_sparsity"])
 
+
+TUNED_LR = "lr"
+# Adam rates for training a whole backbone: the recipe's 1e-3 was chosen for CLR's small per-task tensors; fine-tuning
+# a pretrained network with Adam usually takes 1e-4 or less, so the grid spans a decade and a half below it
+LR_SEARCH = (3e-5, 1e-4, 3e-4, 1e-3)
 
 _CLR_PAPER = "Ge et al., CLR: Channel-wise Lightweight Reprogramming for Continual Learning, ICCV 2023"
 _RELEASE = "the CLR authors' release (docs/release.md §1b)"
@@ -136,7 +149,8 @@ _SPECS = [
                                              "(default %(default)s: edge-popup's best k for ResNets, the cap of "
                                              "SupSup's per-layer budget)", high=1, bounds="(]"),
                }, layers=TaskLayers(_supsup, affine_norm=False)),
-    MethodSpec("SGD", SHARED, "the whole backbone, in turn, and a head", "sequential fine-tuning, the lower bound"),
+    MethodSpec("SGD", SHARED, "the whole backbone, in turn, and a head", "sequential fine-tuning, the lower bound",
+               search={TUNED_LR: LR_SEARCH}),
     MethodSpec("EWC", SHARED, "the whole backbone with a quadratic penalty, and a head",
                "Kirkpatrick et al., PNAS 2017, online (Schwarz et al., ICML 2018)",
                options={
@@ -144,7 +158,7 @@ _SPECS = [
                                         "%(default)s, Mammoth's online-EWC setting for Seq-CIFAR-10)"),
                    "ewc_gamma": Option(1.0, "EWC: the accumulated Fisher is multiplied by this before a task's "
                                        "Fisher is added (online EWC; 1 = plain sum over tasks; default %(default)s)"),
-               }),
+               }, search={TUNED_LR: LR_SEARCH, "ewc_lambda": (1.0, 10.0, 100.0, 1000.0, 5000.0)}),
     MethodSpec("LwF", SHARED, "the whole backbone with distillation to the earlier heads, and a head",
                "Li & Hoiem, Learning without Forgetting, ECCV 2016",
                options={
@@ -152,7 +166,7 @@ _SPECS = [
                                        "paper's lambda_o; default %(default)s, as in the paper and Avalanche)"),
                    "lwf_temperature": Option(2.0, "LwF: softmax temperature of the distillation (default "
                                              "%(default)s, the paper's)", bounds="(]"),
-               }),
+               }, search={TUNED_LR: LR_SEARCH, "lwf_alpha": (0.5, 1.0, 2.0, 5.0, 10.0)}),
     MethodSpec("ER", SHARED, "the whole backbone with replayed images of the earlier tasks, and a head",
                "Chaudhry et al., On Tiny Episodic Memories in Continual Learning, 2019",
                options={
@@ -160,7 +174,7 @@ _SPECS = [
                    "er_batch_size": Option(32, "ER: replayed images added to each training batch (default "
                                            "%(default)s, the training batch size, as in Chaudhry et al. and "
                                            "Mammoth)"),
-               }),
+               }, search={TUNED_LR: LR_SEARCH}),
     MethodSpec("SI", SHARED, "the whole backbone with a path-integral penalty, and a head",
                "Zenke, Poole & Ganguli, Synaptic Intelligence, ICML 2017",
                options={
@@ -168,9 +182,9 @@ _SPECS = [
                                   "%(default)s, the paper's split CIFAR-10/100 setting)"),
                    "si_xi": Option(0.1, "SI: damping xi of Omega += omega / (Delta^2 + xi) (default %(default)s, "
                                    "the paper's split CIFAR-10/100 setting)", bounds="(]"),
-               }),
+               }, search={TUNED_LR: LR_SEARCH, "si_c": (0.01, 0.1, 1.0, 10.0)}),
     MethodSpec("PSP", SHARED, "the whole backbone through the task's ±1 contexts, its own norm layers, and a head",
-               "Cheung et al., Superposition of Many Models into One, NeurIPS 2019"),
+               "Cheung et al., Superposition of Many Models into One, NeurIPS 2019", search={TUNED_LR: LR_SEARCH}),
     MethodSpec("PackNet", SHARED, "the backbone weights still free, pruned and frozen after the task; a 1-bit mask, "
                "its own norm layers and a head", "Mallya & Lazebnik, PackNet, CVPR 2018",
                options={
@@ -188,7 +202,7 @@ _SPECS = [
                    "packnet_retrain_lr": Option(1e-4, "PackNet: Adam learning rate of the retraining (default "
                                                 "%(default)s, the release's post-prune rate in run_sequence.sh, a "
                                                 "tenth of its training rate)", bounds="(]"),
-               }),
+               }, search={TUNED_LR: LR_SEARCH, "packnet_prune": (0.5, 0.75, 0.9)}),
 ]
 REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
 METHODS = tuple(REGISTRY)

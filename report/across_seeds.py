@@ -13,7 +13,7 @@ from common.errors import RunError
 from common.files import atomic_write_text
 from dataset.task import TaskInfo
 from network import DEFAULT_METHOD
-from report import compare, figures
+from report import compare, figures, tuning
 from report.inputs import MethodResults
 from report.methods import display_name, method_label, paper_order, read_methods
 from report.tables import (accuracy_frame, accuracy_header, backward_transfer, bytes_frame, cell,
@@ -351,6 +351,7 @@ def report_text(tables: SeedTables, seed_layouts: dict[int, Layout], summary: pd
         f"# Across seeds: {names}; seeds {seeds}",
         *first_lines,
         methods_section(tables, seed_layouts, result),
+        *filter(None, [tuning.seeds_section(seed_layouts, tables.methods)]),
         summary_section(summary, len(tables.tasks), tables.unfinished()),
         differences_section(tables, differences),
         compare.section(comparison, values, figure_paths, result),

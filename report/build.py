@@ -9,7 +9,7 @@ from common.files import atomic_write_text
 from dataset.sources import open_data, select_tasks
 from dataset.task import TaskInfo, TaskSample
 from inference.agnostic import write_task_agnostic
-from report import compare, figures
+from report import compare, figures, tuning
 from report.inputs import MethodResults, tasks_from_results
 from report.methods import find_methods, method_label, read_methods
 from report.tables import (accuracy_frame, bytes_frame, matrix_markdown, params_frame, per_task_markdown,
@@ -54,7 +54,7 @@ def settings_line(results: MethodResults, check: Verification) -> str:
 
 
 def report_text(results: list[MethodResults], checks: dict[str, Verification], tables: dict, figure_paths,
-                result: Path) -> str:
+                layout: Layout) -> str:
     tasks, accuracy, params, summary = tables["tasks"], tables["accuracy"], tables["params"], tables["summary"]
     comparison = tables["comparison"]
     names = ", ".join(method_label(r.name) for r in results)
@@ -64,12 +64,13 @@ def report_text(results: list[MethodResults], checks: dict[str, Verification], t
         "## Methods and verification\n\n" + "\n".join(settings_line(r, checks[r.name]) for r in results)
         + "\n\nIsolated methods store each task's state apart from every other's, so their backward transfer "
         "(BWT) is 0 by construction; it is shown as 0.00 where every task re-evaluated equal to its record.",
+        *filter(None, [tuning.seed_section(layout, [r.name for r in results])]),
         "## Summary\n\n" + summary_markdown(summary, checks, len(comparison.accuracy))
         + "\n\nThe compared tasks are those of the methods that finished every task (an unfinished method has no "
         "value there: see the next section). With one seed no interval can be given for these numbers; `--seeds` runs "
         "several, and the report across them gives each average with its 95% interval.",
         compare.section(comparison, compare.ONE_SEED_VALUES + ": `--seeds` runs several, and the report across them "
-                        "ranks each task's mean", figure_paths, result),
+                        "ranks each task's mean", figure_paths, layout.result),
         "## Per task\n\nAccuracy is the best validation accuracy of an isolated method and, for a shared-backbone "
         "method, its accuracy after the last task; params % is the extra parameters the task adds, in "
         "% of the backbone (the average row is the mean per task). The summary's \"stored per task\" counts bytes: a "
@@ -81,7 +82,7 @@ def report_text(results: list[MethodResults], checks: dict[str, Verification], t
     sections += ["## Task-agnostic\n\n" + "\n\n".join(task_agnostic_markdown(r) for r in results
                                                      if r.task_agnostic is not None)
                  ] if any(r.task_agnostic is not None for r in results) else []
-    sections.append("## Figures\n\n" + "\n".join(f"- [{path.name}]({path.relative_to(result).as_posix()})"
+    sections.append("## Figures\n\n" + "\n".join(f"- [{path.name}]({path.relative_to(layout.result).as_posix()})"
                                                  for path in figure_paths if path.suffix == ".png"))
     return "\n\n".join(sections) + "\n"
 
@@ -121,7 +122,7 @@ def write_report(layout: Layout, tasks: list[TaskInfo], contexts: list[Context] 
     tables = {"tasks": frame, "accuracy": accuracy, "params": params, "comparison": comparison,
               "summary": summary_frame(accuracy, params, stored, results, checks, comparison.accuracy)}
     figure_paths = draw_figures(tables, results, layout.figures)
-    text = report_text(results, checks, tables, figure_paths, layout.result)
+    text = report_text(results, checks, tables, figure_paths, layout)
     atomic_write_text(layout.results_wide, wide_csv(frame, accuracy, params, stored))
     atomic_write_text(layout.verification, json.dumps({name: check.as_dict() for name, check in checks.items()},
                                                       indent=2) + "\n")

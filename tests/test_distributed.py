@@ -140,3 +140,37 @@ def test_report_and_predict_refuse_torchrun_and_training_any_method_goes_ahead(m
         main.refuse_torchrun(main.mode_of(args))
     for method in ("Ghost_reduced_v1", "SGD", "PackNet"):  # isolated tasks and whole sequences are units of work
         main.refuse_torchrun(main.mode_of(main.parse_args(["--data", "DATA", "--method", method])))
+
+
+def tuned_args(data: Path, out: Path) -> list[str]:
+    """SGD with --tune on the small cut, its first two tasks for tuning, one epoch, on the CPU."""
+    return helpers.small_args(data, out, "SGD", "--tune", "--tune-tasks", "2", "--epochs", "1", "--device", "cpu")
+
+
+@pytest.fixture(scope="module")
+def tuned_one_process(small_tasks, tmp_path_factory) -> Path:
+    return helpers.reference_run(tmp_path_factory, lambda out: tuned_args(small_tasks, out))
+
+
+@pytest.fixture(scope="module")
+def tuned_two_processes(small_tasks, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    return helpers.torchrun_job(tmp_path_factory, lambda out: tuned_args(small_tasks, out))
+
+
+@pytest.mark.slow
+def test_a_tuning_is_spread_over_the_processes_with_the_choice_and_files_of_one(tuned_one_process,
+                                                                                 tuned_two_processes):
+    out, job = tuned_two_processes
+    assert job.returncode == 0, job.stderr[-3000:]
+    table, reference = (read_csv(folder / "result" / "tuning" / "SGD.csv") for folder in (out, tuned_one_process))
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in table] == \
+           [{k: v for k, v in row.items() if k != "seconds"} for row in reference]
+    trials = [f"lr={row['lr']}" for row in table]
+    assert len(trials) == 4
+    for trial in trials:  # each configuration claimed by one process, once
+        assert (job.stdout + job.stderr).count(f"takes SGD seed 0 tuning {trial}\n") == 1
+    assert read_csv(out / "result" / "SGD.csv") == read_csv(tuned_one_process / "result" / "SGD.csv")
+    mine, theirs = (torch.load(folder / "weight" / "SGD_after_task.pt", weights_only=True)
+                    for folder in (out, tuned_one_process))
+    assert mine["backbone"].keys() == theirs["backbone"].keys()
+    assert all(torch.equal(mine["backbone"][key], theirs["backbone"][key]) for key in mine["backbone"])

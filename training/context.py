@@ -31,6 +31,7 @@ class Context:
     cache_dir: Path | None = None  # None: decode every task afresh and cache nothing
     workers: int = 0  # processes that decode images
     options: dict[str, int | float] = field(default_factory=dict)  # the method's own hyper-parameters
+    tuning: dict | None = None  # how --tune chose the rate and options (continual.tuning); None: not tuned
 
     @property
     def device(self) -> torch.device:
@@ -77,7 +78,8 @@ class Context:
         return {"method": self.method, "arch": self.arch, "backbone": self.backbone_id,
                 "num_classes": sample.num_classes, "image_size": self.image_size, "epochs": r.epochs,
                 "batch_size": r.batch_size, "lr": r.lr, "norm_penalty": r.norm_penalty, "patience": r.patience,
-                "seed": r.seed, **self.options, "manifest_sha256": manifest_sha256(sample)}
+                "seed": r.seed, **self.options, **({"tuning": self.tuning} if self.tuning else {}),
+                "manifest_sha256": manifest_sha256(sample)}
 
 
 def bn_needs_two_images(image_size: int) -> bool:

@@ -108,6 +108,7 @@ def resolve_device(choice: str) -> torch.device:
 
 
 SEED_FOLDER = "seed_"  # each seed's folders, under --result and --weight, of a run over several seeds
+TUNING_FOLDER = "tuning"  # --tune's trials, under each seed's --result and --weight
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,25 @@ class Layout:
     @property
     def figures(self) -> Path:
         return self.result / "figures"
+
+    # --tune: each configuration tried is a short run of its own, in folders of its own
+    def tuning_trial(self, method: str, trial: str) -> "Layout":
+        """The result and weight folders of one configuration that --tune tries (``trial`` names its values)."""
+        return Layout(result=self.result / TUNING_FOLDER / method / trial,
+                      weight=self.weight / TUNING_FOLDER / method / trial)
+
+    def tuning_folders(self, method: str) -> tuple[Path, Path]:
+        """Every trial of the method's tuning, under --result and --weight (what --fresh forgets)."""
+        return self.result / TUNING_FOLDER / method, self.weight / TUNING_FOLDER / method
+
+    def tuning_table(self, method: str) -> Path:
+        """Every configuration --tune tried for the method, its scores and the one chosen."""
+        return self.result / TUNING_FOLDER / f"{method}.csv"
+
+    @property
+    def trial_score(self) -> Path:
+        """A finished trial's score (in the trial's own result folder), written once the trial is done."""
+        return self.result / "score.json"
 
     # the top --result folder of a run over several seeds (each seed's own files lie in a folder of its own)
     @property
