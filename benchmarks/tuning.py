@@ -31,9 +31,9 @@ from network import method_spec  # noqa: E402
 METHODS = ("SGD", "EWC", "LwF", "SI", "ER")
 
 
-def write_six_tasks(folder: Path) -> Path:
+def write_six_tasks(folder: Path, train_per_class: int | None = None) -> Path:
     """The six-task sequence as task folders (``<order>_<domain>[_inverted]/<split>/class<key>/<image>``, which sort
-    in run order), written once."""
+    in run order), written once; ``train_per_class``: keep only the first so many training images of each class."""
     if folder.exists():
         return folder
     scratch = folder.with_name(folder.name + ".partial")
@@ -46,7 +46,9 @@ def write_six_tasks(folder: Path) -> Path:
             order = 3 * seed + DEMO_TASKS.index(task.name) + 1
             name = f"{order}_{task.name}" + ("_inverted" if inverted else "")
             sample = source.sample(task)
-            for split, items in (("train", sample.train), ("val", sample.val)):
+            kept = [item for label in range(sample.num_classes)
+                    for item in [item for item in sample.train if item[1] == label][:train_per_class]]
+            for split, items in (("train", kept), ("val", sample.val)):
                 for path, label in items:
                     target = scratch / "tasks" / name / split / f"class{sample.classes[label]}" / Path(path).name
                     target.parent.mkdir(parents=True, exist_ok=True)
@@ -78,14 +80,17 @@ def main_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sequence", choices=("six", "demo"), default="six")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per task (default 4; the demo's are 12)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per task (default 2; the demo's are 12)")
+    parser.add_argument("--train-per-class", type=int, help="the six-task sequence keeps this many training images "
+                        "per class (default: all, about 64)")
     parser.add_argument("--out", type=Path, default=Path("benchmark_tuning"), help="data, results and weights")
     return parser.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> str:
+    cut = f"_{args.train_per_class}" if args.sequence == "six" and args.train_per_class else ""
     if args.sequence == "six":
-        data = ["--data", str(write_six_tasks(args.out / "six_tasks"))]
+        data = ["--data", str(write_six_tasks(args.out / f"six_tasks{cut}", args.train_per_class))]
     else:
         root = args.out / "demo_data"
         if not root.exists():
@@ -94,7 +99,7 @@ def run(args: argparse.Namespace) -> str:
         data = ["--data", str(root), "--stat", str(root / "stat.csv"), "--tasks", *DEMO_TASKS]
     seconds = {}
     for mode, extra in (("untuned", []), ("tuned", ["--tune"])):
-        folder = args.out / args.sequence / mode
+        folder = args.out / f"{args.sequence}{cut}" / mode
         started = time.perf_counter()
         code = main.main([*data, "--method", *args.methods, "--seeds", *map(str, args.seeds), *extra,
                           "--arch", "resnet18", "--weights", "none", "--image-size", "32", "--epochs",
@@ -104,7 +109,7 @@ def run(args: argparse.Namespace) -> str:
             raise SystemExit(code)
         seconds[mode] = time.perf_counter() - started
     def seed_folder(mode: str, seed: int) -> Path:
-        return args.out / args.sequence / mode / "result" / (f"seed_{seed}" if len(args.seeds) > 1 else "")
+        return args.out / f"{args.sequence}{cut}" / mode / "result" / (f"seed_{seed}" if len(args.seeds) > 1 else "")
 
     lines = ["| method | seed | untuned % | tuned % | tuned − untuned | --tune chose | configurations | tuning s |",
              "|---|---:|---:|---:|---:|---|---:|---:|"]

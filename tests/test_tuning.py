@@ -127,7 +127,7 @@ def tuned(small_tasks, small_grids, tmp_path_factory):
 
 def weights_in(folder, method):
     """Every .pt file of ``method`` directly in a weight folder, loaded."""
-    return {path.name: torch.load(path, weights_only=True) for path in sorted(folder.glob(f"*_{method}*.pt"))}
+    return {path.name: torch.load(path, weights_only=True) for path in sorted(folder.glob(f"*{method}*.pt"))}
 
 
 def table_of(result, method):
