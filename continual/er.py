@@ -40,15 +40,17 @@ class ER(Method):
         self.images = torch.cat([self.images, data.tensors.train_images[kept]])
         self.labels = torch.cat([self.labels, data.tensors.train_labels[kept]])
         self.tasks = torch.cat([self.tasks, torch.full((len(kept),), data.position, dtype=torch.long)])
+        super().after_task(model, data)
 
     def task_bytes(self, position: int) -> int:
         mine = self.tasks == position
         return state_bytes({"images": self.images[mine], "labels": self.labels[mine], "tasks": self.tasks[mine]})
 
     def state_dict(self) -> dict:
-        return {"images": self.images, "labels": self.labels, "tasks": self.tasks}
+        return super().state_dict() | {"images": self.images, "labels": self.labels, "tasks": self.tasks}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self.images, self.labels, self.tasks = state["images"], state["labels"], state["tasks"]
 
 

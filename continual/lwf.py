@@ -14,8 +14,13 @@ class LwF(Method):
         super().__init__(ctx)
         self.recorded: list[torch.Tensor] = []  # per earlier task: its head's logits on every training image
 
-    @torch.inference_mode()
     def before_task(self, model: MultiHeadModel, data: TaskData) -> None:
+        super().before_task(model, data)
+        self.record(model, data)
+
+    @torch.inference_mode()
+    def record(self, model: MultiHeadModel, data: TaskData) -> None:
+        """The earlier heads' logits on every training image of the task, with the model as it is now."""
         model.eval()
         runtime = self.ctx.runtime
         batches = self.ctx.batches(data.tensors.train_images, torch.arange(len(data.labels)), runtime.eval_batch_size,

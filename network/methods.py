@@ -15,6 +15,14 @@ from network.layers import AdaptedConv, GatedConv, ReprogrammedConv
 from network.masks import piggyback_conv, supsup_conv
 
 
+# What a shared backbone does with its BatchNorm layers from task to task (--shared-bn): drift (they train, their
+# statistics follow each task), freeze (from the second task on their running statistics stay as the first task left
+# them, as FACIL's --fix-bn; the affine pair trains), per-task (each task keeps its own statistics and affine pair,
+# starting from the backbone's, as PSP)
+SHARED_BN = ("drift", "freeze", "per-task")
+DRIFT, FREEZE, PER_TASK = SHARED_BN
+
+
 class Family(enum.Enum):
     """How a method's tasks relate: the sequence driver that learns them follows from it."""
 
@@ -50,8 +58,11 @@ class MethodSpec:
     weights: str | None = None  # the one kind of backbone weights it is defined on (a random init)
     layers: TaskLayers | None = None  # the isolated family's layers (None for a shared backbone)
     mask_lr_option: str | None = None  # the option holding the masks' own Adam rate (Piggyback)
+    fixed_bn: str | None = None  # the --shared-bn value a shared method's definition fixes (PSP, PackNet: per-task)
 
     def __post_init__(self) -> None:
+        if self.fixed_bn is not None and (self.family is Family.ISOLATED or self.fixed_bn not in SHARED_BN):
+            raise ValueError(f"{self.name}: only a shared method fixes a --shared-bn value, one of {SHARED_BN}")
         if (self.layers is not None) != (self.family is Family.ISOLATED):
             raise ValueError(f"{self.name}: an isolated method says what it does to the layers, a shared one not")
         prefix = self.name.lower() + "_"
@@ -170,7 +181,7 @@ _SPECS = [
                                    "the paper's split CIFAR-10/100 setting)", bounds="(]"),
                }),
     MethodSpec("PSP", SHARED, "the whole backbone through the task's ±1 contexts, its own norm layers, and a head",
-               "Cheung et al., Superposition of Many Models into One, NeurIPS 2019"),
+               "Cheung et al., Superposition of Many Models into One, NeurIPS 2019", fixed_bn=PER_TASK),
     MethodSpec("PackNet", SHARED, "the backbone weights still free, pruned and frozen after the task; a 1-bit mask, "
                "its own norm layers and a head", "Mallya & Lazebnik, PackNet, CVPR 2018",
                options={
@@ -188,7 +199,7 @@ _SPECS = [
                    "packnet_retrain_lr": Option(1e-4, "PackNet: Adam learning rate of the retraining (default "
                                                 "%(default)s, the release's post-prune rate in run_sequence.sh, a "
                                                 "tenth of its training rate)", bounds="(]"),
-               }),
+               }, fixed_bn=PER_TASK),
 ]
 REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
 METHODS = tuple(REGISTRY)
@@ -247,6 +258,28 @@ def expand_methods(names: list[str]) -> list[str]:
     for method in methods:
         method_spec(method)
     return methods
+
+
+def shared_bn_of(method: str, asked: str | None) -> str | None:
+    """The --shared-bn value ``method`` runs with (None for a method with a model per task): the one its definition
+    fixes, else ``asked``, else drift. What a file made before the option existed was made with, ``asked`` None."""
+    spec = method_spec(method)
+    if spec.family is Family.ISOLATED:
+        return None
+    return spec.fixed_bn or asked or DRIFT
+
+
+def check_shared_bn(methods: list[str], asked: str | None) -> None:
+    """Refuse --shared-bn where no chosen method takes it: every one is isolated, or keeps BN as its definition
+    fixes it (PSP, PackNet) and that is not the value asked."""
+    if asked is None or any(shared_bn_of(method, asked) == asked for method in methods):
+        return
+    fixed = [method for method in methods if method_spec(method).fixed_bn]
+    if fixed:
+        raise NetworkError(f"--method {' '.join(fixed)} keeps BN per task by its definition, so --shared-bn {asked} "
+                           "does not apply: leave --shared-bn out")
+    raise NetworkError("--shared-bn is for the methods with one backbone carried across tasks (" +
+                       ", ".join(methods_of(Family.SHARED)) + ")")
 
 
 def options_of_methods(methods: list[str], given: dict[str, int | float]) -> dict[str, dict[str, int | float]]:

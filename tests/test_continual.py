@@ -134,7 +134,8 @@ def test_diagonal_fisher_is_the_mean_squared_per_image_gradient():
     model.add_head(3)
     images = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8)
     labels = torch.tensor([0, 2, 1, 1, 0])
-    fisher = diagonal_fisher(model, runtime_for(torch.device("cpu")), IMAGENET, images, labels)
+    fisher = diagonal_fisher(model, model.backbone_named_parameters(), runtime_for(torch.device("cpu")), IMAGENET,
+                             images, labels)
     assert not any(f.requires_grad for f in fisher.values())  # a constant in the penalty, never a graph
     assert set(fisher) == {n for n, _ in model.named_parameters()} - {"heads.0.weight", "heads.0.bias"}
     expected = {name: torch.zeros_like(f) for name, f in fisher.items()}
@@ -150,7 +151,8 @@ def test_diagonal_fisher_is_the_mean_squared_per_image_gradient():
 
 def test_ewc_accumulates_fisher_online(monkeypatch):
     # diagonal_fisher, the only user of the run, is replaced
-    ewc = EWC(SimpleNamespace(runtime=None, normalisation=None, options={"ewc_lambda": 10.0, "ewc_gamma": 0.5}))
+    ewc = EWC(SimpleNamespace(runtime=None, normalisation=None, options={"ewc_lambda": 10.0, "ewc_gamma": 0.5},
+                              shared_bn="drift"))
     weight = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
     model = SimpleNamespace(named_parameters=lambda: [("layer.w", weight)],
                             backbone_named_parameters=lambda: [("layer.w", weight)])
@@ -173,7 +175,8 @@ def test_er_memory_selection_is_seeded_and_per_task():
     assert len(set(first.tolist())) == 5 and all(0 <= i < 20 for i in first.tolist())
     assert not torch.equal(first, select_for_memory(20, 5, seed=4))
     assert torch.equal(select_for_memory(3, 5, seed=3), torch.arange(3))
-    er = ER(SimpleNamespace(image_size=2, recipe=Recipe(seed=7), options={"er_per_task": 2, "er_batch_size": 32}))
+    er = ER(SimpleNamespace(image_size=2, recipe=Recipe(seed=7), options={"er_per_task": 2, "er_batch_size": 32},
+                            shared_bn="drift"))
     for position in range(2):
         images = torch.arange(4 * 12, dtype=torch.uint8).reshape(4, 3, 2, 2) + position
         tensors = SimpleNamespace(train_images=images, train_labels=torch.tensor([0, 1, 2, 3]))

@@ -31,6 +31,7 @@ class Context:
     cache_dir: Path | None = None  # None: decode every task afresh and cache nothing
     workers: int = 0  # processes that decode images
     options: dict[str, int | float] = field(default_factory=dict)  # the method's own hyper-parameters
+    shared_bn: str | None = None  # a shared backbone's BN from task to task (network.methods.SHARED_BN); None: isolated
 
     @property
     def device(self) -> torch.device:
