@@ -1,7 +1,7 @@
 """ER: experience replay with a tiny episodic memory (Chaudhry et al., "On Tiny Episodic Memories in Continual
 Learning", 2019). After each task a fixed number of its training images, chosen with a seeded draw, is kept as
 uint8 (the cache's format) with its label and task; every training step adds a batch drawn from that memory,
-each image scored by its own task's head, to the current batch."""
+each image scored by its own task's head (which it trains, as in the paper), to the current batch."""
 import torch
 import torch.nn.functional as F
 
@@ -33,6 +33,9 @@ class ER(Method):
                 replayed = model.heads[position](features[len(labels):][mine])
                 losses.append(F.cross_entropy(replayed.float(), replay_labels[mine], reduction="sum"))
         return sum(losses) / (len(labels) + len(drawn)), logits
+
+    def trains_earlier_heads(self) -> bool:
+        return not self.option("er_frozen_heads")
 
     def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
         kept = select_for_memory(len(data.labels), self.option("er_per_task"),

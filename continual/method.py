@@ -69,6 +69,12 @@ class Method:
         if self.norms_per_task:
             load_norm_layer_state(model, self.start_norms)
         model.statistics_frozen = self.ctx.shared_bn == FREEZE and data.position > 0
+        model.heads[:data.position].requires_grad_(self.trains_earlier_heads())
+
+    def trains_earlier_heads(self) -> bool:
+        """Whether a task also trains the earlier tasks' heads (LwF and ER, as their papers do): then a task's head
+        changes after the task, and its record is rewritten after each later task."""
+        return False
 
     def shared_parameters(self, model: MultiHeadModel) -> list[tuple[str, torch.nn.Parameter]]:
         """The backbone's parameters that every task shares: what EWC and SI anchor (with per-task BN, the norm

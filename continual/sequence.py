@@ -42,7 +42,8 @@ def forget_sequence(ctx: Context, samples: list[TaskSample]) -> None:
 
 
 def second_phase_resume_path(ctx: Context, task: TaskInfo) -> Path:
-    """The resume point of a task's second pass through the fit loop (PackNet's retraining after its prune)."""
+    """The resume point of a task's second pass through the fit loop (PackNet's retraining after its prune, LwF's
+    warm-up before its joint training)."""
     return ctx.layout.resume(task.name, second_phase(ctx.method))
 
 
@@ -117,6 +118,9 @@ def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> s
                      ", ".join(f"{s.task.name} {c / len(s.val):.4f}" for s, c in zip(samples, row)))
         trained = method.task_parameters(model, position)
         state = method.task_state(model, position)
+        if method.trains_earlier_heads():  # their heads trained too: each record holds its head as it is now
+            for earlier, record in enumerate(finished["records"]):
+                record.state, record.state_after = method.task_state(model, earlier), sample.task.name
         finished["records"].append(task_record(sample, task_config, ctx.input.as_record(), state, progress,
                                                row[position], trained,
                                                model.backbone_parameters, method.task_bytes(position),
@@ -183,8 +187,9 @@ def accuracy_matrix(samples: list[TaskSample], finished: dict) -> list[list[floa
 
 
 def write_outputs(ctx: Context, samples: list[TaskSample], finished: dict) -> None:
-    """The files that follow from the sequence's state: each finished task's record (its head, and its accuracy
-    just after it was learnt), <method>.csv (the accuracy after the last task) and the matrix."""
+    """The files that follow from the sequence's state: each finished task's record (its head as the last finished
+    task left it, and its accuracy just after it was learnt), <method>.csv (the accuracy after the last task) and the
+    matrix."""
     matrix = accuracy_matrix(samples, finished)
     for sample, record in zip(samples, finished["records"]):
         record.save(ctx.weight_path(sample.task))

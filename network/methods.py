@@ -156,21 +156,35 @@ _SPECS = [
                    "ewc_gamma": Option(1.0, "EWC: the accumulated Fisher is multiplied by this before a task's "
                                        "Fisher is added (online EWC; 1 = plain sum over tasks; default %(default)s)"),
                }),
-    MethodSpec("LwF", SHARED, "the whole backbone with distillation to the earlier heads, and a head",
-               "Li & Hoiem, Learning without Forgetting, ECCV 2016",
+    MethodSpec("LwF", SHARED, "the whole backbone and the earlier heads with distillation to the earlier heads' "
+               "recorded outputs, and a head", "Li & Hoiem, Learning without Forgetting, ECCV 2016",
                options={
-                   "lwf_alpha": Option(1.0, "LwF: weight of the distillation loss, the mean over earlier tasks (the "
+                   "lwf_alpha": Option(1.0, "LwF: weight of the distillation loss, the sum over earlier tasks (the "
                                        "paper's lambda_o; default %(default)s, as in the paper and Avalanche)"),
+                   "lwf_mean": Option(0, "LwF: 1 = the distillation loss is the mean over the earlier tasks, not the "
+                                      "paper's sum (this project's variant before 2026-12-04; default %(default)s)",
+                                      high=1),
+                   "lwf_frozen_heads": Option(0, "LwF: 1 = the earlier tasks' heads stay frozen, where the paper "
+                                              "trains them through the distillation (this project's variant before "
+                                              "2026-12-04; default %(default)s)", high=1),
+                   "lwf_warmup_epochs": Option(10, "LwF: epochs of the paper's warm-up step, in which the new head "
+                                               "alone trains (backbone and earlier heads frozen) before the joint "
+                                               "training; 0 = none, this project's variant before 2026-12-04 "
+                                               "(default %(default)s; see docs/baselines.md)"),
                    "lwf_temperature": Option(2.0, "LwF: softmax temperature of the distillation (default "
                                              "%(default)s, the paper's)", bounds="(]"),
                }),
-    MethodSpec("ER", SHARED, "the whole backbone with replayed images of the earlier tasks, and a head",
+    MethodSpec("ER", SHARED, "the whole backbone and the earlier heads with replayed images of the earlier tasks, "
+               "and a head",
                "Chaudhry et al., On Tiny Episodic Memories in Continual Learning, 2019",
                options={
                    "er_per_task": Option(50, "ER: training images kept per learnt task (default %(default)s)"),
                    "er_batch_size": Option(32, "ER: replayed images added to each training batch (default "
                                            "%(default)s, the training batch size, as in Chaudhry et al. and "
                                            "Mammoth)"),
+                   "er_frozen_heads": Option(0, "ER: 1 = the earlier tasks' heads stay frozen, where the paper's "
+                                             "replayed images train their own task's head (this project's variant "
+                                             "before 2026-12-04; default %(default)s)", high=1),
                }),
     MethodSpec("SI", SHARED, "the whole backbone with a path-integral penalty, and a head",
                "Zenke, Poole & Ganguli, Synaptic Intelligence, ICML 2017",

@@ -52,7 +52,7 @@ class MultiHeadModel(nn.Module):
 
     def add_head(self, num_classes: int) -> None:
         """A fresh head for the next task (drawn from the global random state), made the one in use; the earlier
-        heads freeze."""
+        heads freeze (a method that trains them unfreezes them)."""
         self.heads.requires_grad_(False)
         device = next(self.parameters()).device
         self.heads.append(nn.Linear(self.feature_size, num_classes, device=device))

@@ -1,5 +1,6 @@
 """The shared-backbone baselines (SGD, EWC, LwF, ER) end to end on small synthetic tasks: the accuracy matrix,
 the weights files and CSV that follow from it, forgetting, resume after a kill, and the methods' own parts."""
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -67,7 +68,12 @@ def test_matrix_weights_files_and_csv_agree(runs, method):
         assert sorted(saved["state"]) == ["fc.bias", "fc.weight"]
         assert saved["trainable_params"] == saved["state"]["fc.weight"].numel() + saved["state"]["fc.bias"].numel()
         assert len(saved["history"]) == saved["epochs_run"] == 2
+        # LwF and ER train the earlier heads too: each record holds its head as the last task left it
+        assert saved["state_after"] == (tasks[-1] if method in ("LwF", "ER") else name)
     assert not list((out / "weight").glob("*.resume.pt"))
+    # the report rebuilt the final model (LwF's and ER's final heads) and re-evaluated each task to the last row
+    assert json.loads((out / "result" / "verification.json").read_text())[method] == \
+        {"equal": len(tasks), "mismatches": [], "skipped": {}}
     assert sorted(p.name for p in (out / "weight").glob(f"{method}_after_task.pt")) == [f"{method}_after_task.pt"]
 
 
@@ -112,12 +118,14 @@ def test_other_settings_are_refused_and_fresh_starts_over(small_tasks, runs, cap
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["ER"])
-def test_killed_and_resumed_run_gives_the_same_matrix(small_tasks, runs, tmp_path, monkeypatch, method):
-    # the second task's second epoch: after-task state plus a resume point
-    kill = Kill(monkeypatch, at_call=4)
+@pytest.mark.parametrize(("method", "at_call"), [("ER", 4), ("LwF", 5), ("LwF", 14)])
+def test_killed_and_resumed_run_gives_the_same_matrix(small_tasks, runs, tmp_path, monkeypatch, method, at_call):
+    """Killed in the second task's second epoch (ER), in its warm-up's third epoch or in its joint training's second
+    epoch after the 10 warm-up epochs (LwF): the after-task state plus a resume point."""
+    kill = Kill(monkeypatch, at_call=at_call)
     assert main.main(small_args(small_tasks, tmp_path, method)) == 130
-    assert (tmp_path / "weight" / f"{TASKS[1]}_{method}.resume.pt").exists()
+    warm_up = method == "LwF" and at_call < 13
+    assert (tmp_path / "weight" / f"{TASKS[1]}_{method}{'.phase2' if warm_up else ''}.resume.pt").exists()
     kill.disarm()
     assert main.main(small_args(small_tasks, tmp_path, method)) == 0
     for name in (f"{method}_matrix.csv", f"{method}.csv"):

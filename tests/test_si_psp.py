@@ -37,7 +37,7 @@ def one_weight_model(values: list[float]):
     """A 'model' of one backbone tensor, as SI sees a MultiHeadModel."""
     weight = nn.Parameter(torch.tensor(values))
     return weight, SimpleNamespace(named_parameters=lambda: [("w", weight)],
-                                   backbone_named_parameters=lambda: [("w", weight)])
+                                   backbone_named_parameters=lambda: [("w", weight)], heads=nn.ModuleList())
 
 
 def test_si_importance_is_the_path_integral_of_the_task_loss():
