@@ -35,9 +35,10 @@ from dataset.task import TaskInfo, TaskSample
 from inference import predict as prediction
 from inference.mapper import task_anchor
 from network import (DEFAULT_METHOD, METHOD_SETS, METHODS, REGISTRY, Family, all_options, backbone_choice,
-                     backbone_id, check_arch, expand_methods, input_config, load_backbone, method_spec,
-                     options_of_methods)
+                     backbone_id, check_arch, check_shared_bn, expand_methods, input_config, load_backbone,
+                     method_spec, options_of_methods, shared_bn_of)
 from network.backbone import DEFAULT_ARCH, TIMM_PREFIX
+from network.methods import SHARED_BN
 from report import add_arguments as add_report_arguments
 from report import report_run, require_results, tasks_on_disk, write_report, write_seeds_report
 from training import distributed
@@ -89,6 +90,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                        "IMAGENET1K_V1 where torchvision has them, downloaded once; the default), none (a seeded "
                        "random init, for demos and tests; implied by Resnet_Scratch and SupSup), or the path of a "
                        "state dict in the model's own key format")
+    model.add_argument("--shared-bn", choices=SHARED_BN, help="the BatchNorm layers of a method with one backbone "
+                       "carried across tasks: drift (the default: they train, their statistics follow each task), "
+                       "freeze (from the second task on, BN stays in eval mode: its statistics stay as the first task "
+                       "left them, its affine pair trains; FACIL's --fix-bn), per-task (each task keeps its own "
+                       "statistics and affine pair, stored with its head). PSP and PackNet always keep BN per task")
 
     recipe = parser.add_argument_group("training recipe (defaults: the release's)")
     recipe.add_argument("--epochs", type=number(int), default=60, help="at most this many epochs (default 60)")
@@ -197,8 +203,9 @@ def method_settings(args: argparse.Namespace) -> list[MethodSettings]:
     methods = expand_methods(args.method or [DEFAULT_METHOD])
     options = options_of_methods(methods, {name: getattr(args, name) for name, _ in all_options()
                                            if getattr(args, name) is not None})
-    settings = [MethodSettings(method, *backbone_choice(method, args.arch, args.weights), options[method])
-                for method in methods]
+    check_shared_bn(methods, args.shared_bn)
+    settings = [MethodSettings(method, *backbone_choice(method, args.arch, args.weights), options[method],
+                               shared_bn_of(method, args.shared_bn)) for method in methods]
     for arch in dict.fromkeys(choice.arch for choice in settings):
         check_arch(arch)
     return settings
@@ -285,7 +292,7 @@ def run_contexts(args: argparse.Namespace, source: DataSource, layouts: dict[int
                                     backbone_id=backbone_id(*key), image_size=args.image_size,
                                     input=input_config(choice.arch), source=source, recipe=recipe, runtime=runtime,
                                     layout=layout, cache_dir=None if args.no_cache else args.cache_dir,
-                                    workers=args.workers, options=choice.options))
+                                    workers=args.workers, options=choice.options, shared_bn=choice.shared_bn))
     return contexts
 
 

@@ -1,7 +1,7 @@
 """ER: experience replay with a tiny episodic memory (Chaudhry et al., "On Tiny Episodic Memories in Continual
 Learning", 2019). After each task a fixed number of its training images, chosen with a seeded draw, is kept as
 uint8 (the cache's format) with its label and task; every training step adds a batch drawn from that memory,
-each image scored by its own task's head, to the current batch."""
+each image scored by its own task's head (which it trains, as in the paper), to the current batch."""
 import torch
 import torch.nn.functional as F
 
@@ -34,21 +34,26 @@ class ER(Method):
                 losses.append(F.cross_entropy(replayed.float(), replay_labels[mine], reduction="sum"))
         return sum(losses) / (len(labels) + len(drawn)), logits
 
+    def trains_earlier_heads(self) -> bool:
+        return not self.option("er_frozen_heads")
+
     def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
         kept = select_for_memory(len(data.labels), self.option("er_per_task"),
                                  self.ctx.recipe.task_seed(data.sample.task.order))
         self.images = torch.cat([self.images, data.tensors.train_images[kept]])
         self.labels = torch.cat([self.labels, data.tensors.train_labels[kept]])
         self.tasks = torch.cat([self.tasks, torch.full((len(kept),), data.position, dtype=torch.long)])
+        super().after_task(model, data)
 
     def task_bytes(self, position: int) -> int:
         mine = self.tasks == position
         return state_bytes({"images": self.images[mine], "labels": self.labels[mine], "tasks": self.tasks[mine]})
 
     def state_dict(self) -> dict:
-        return {"images": self.images, "labels": self.labels, "tasks": self.tasks}
+        return super().state_dict() | {"images": self.images, "labels": self.labels, "tasks": self.tasks}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self.images, self.labels, self.tasks = state["images"], state["labels"], state["tasks"]
 
 

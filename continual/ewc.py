@@ -31,26 +31,31 @@ class EWC(Method):
         return sum((self.fisher[name] * (params[name] - anchor) ** 2).sum() for name, anchor in self.anchor.items())
 
     def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
-        fisher = diagonal_fisher(model, self.ctx.runtime, self.ctx.normalisation, data.tensors.train_images,
+        shared = self.shared_parameters(model)
+        fisher = diagonal_fisher(model, shared, self.ctx.runtime, self.ctx.normalisation, data.tensors.train_images,
                                  data.tensors.train_labels)
         gamma = self.option("ewc_gamma")
         self.fisher = {name: gamma * self.fisher[name] + f if self.fisher else f for name, f in fisher.items()}
-        self.anchor = {name: p.detach().clone() for name, p in model.backbone_named_parameters()}
+        self.anchor = {name: p.detach().clone() for name, p in shared}
+        super().after_task(model, data)
 
     def state_dict(self) -> dict:
-        return {"fisher": _to(self.fisher, "cpu"), "anchor": _to(self.anchor, "cpu")}
+        return super().state_dict() | {"fisher": _to(self.fisher, "cpu"), "anchor": _to(self.anchor, "cpu")}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self.fisher, self.anchor = _to(state["fisher"], self.ctx.device), _to(state["anchor"], self.ctx.device)
 
 
 @torch.no_grad()  # torch.func.grad still differentiates; this keeps the head's autograd graph out of the result
-def diagonal_fisher(model: MultiHeadModel, runtime: Runtime, normalisation: Normalisation, images: torch.Tensor,
+def diagonal_fisher(model: MultiHeadModel, shared: list[tuple[str, torch.nn.Parameter]], runtime: Runtime,
+                    normalisation: Normalisation, images: torch.Tensor,
                     labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The empirical Fisher's diagonal for the backbone: the mean over the images of each per-image squared
-    gradient of log p(label | image), with BN in eval mode (per-image gradients need per-image statistics)."""
+    """The empirical Fisher's diagonal for the ``shared`` backbone parameters: the mean over the images of each
+    per-image squared gradient of log p(label | image), with BN in eval mode (per-image gradients need per-image
+    statistics)."""
     model.eval()
-    params = {name: p.detach() for name, p in model.backbone_named_parameters()}
+    params = {name: p.detach() for name, p in shared}
 
     def log_likelihood(backbone: dict, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         logits = functional_call(model, backbone, (image.unsqueeze(0),))

@@ -1,10 +1,15 @@
 """LwF: learning without forgetting (Li & Hoiem, ECCV 2016 / TPAMI 2017). Before a task trains, the earlier
-heads' outputs on the new task's training images are recorded with the backbone as it is then; while the task
-trains, the earlier heads' softened outputs (temperature T) are pulled toward those records."""
+heads' outputs on the new task's training images are recorded with the backbone and heads as they are then; while
+the task trains, the earlier heads' softened outputs (temperature T) are pulled toward those records, summed over the
+earlier tasks, and the earlier heads train with the backbone (the paper's θo), as in the paper. Before that joint
+training the paper's warm-up step trains the new head alone, the backbone and the earlier heads frozen."""
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
 from continual.method import Method, TaskData
+from continual.sequence import learn_shared_task, second_phase_metrics_path, second_phase_resume_path
 from network import MultiHeadModel
 from training.context import Context
 
@@ -13,9 +18,40 @@ class LwF(Method):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.recorded: list[torch.Tensor] = []  # per earlier task: its head's logits on every training image
+        self.warming_up = False
+
+    def trains_earlier_heads(self) -> bool:
+        return not self.option("lwf_frozen_heads")
+
+    def before_task(self, model: MultiHeadModel, data: TaskData) -> None:
+        super().before_task(model, data)
+        self.record(model, data)
+        if data.position and self.option("lwf_warmup_epochs"):
+            self.warm_up(model, data)
+
+    def warm_up(self, model: MultiHeadModel, data: TaskData) -> None:
+        """The paper's warm-up step: the new head alone learns the task (cross-entropy), the backbone with its BN
+        statistics and the earlier heads frozen, through the fit loop with its own resume point and metrics (the
+        task's second pass's files), so a killed run resumes it or, once done, finds it done."""
+        trains = {name: p.requires_grad for name, p in model.named_parameters()}
+        frozen = model.statistics_frozen
+        model.requires_grad_(False)
+        model.heads[data.position].requires_grad_(True)
+        model.statistics_frozen, self.warming_up = True, True
+        ctx = dataclasses.replace(self.ctx, recipe=dataclasses.replace(self.ctx.recipe,
+                                                                       epochs=self.option("lwf_warmup_epochs")))
+        try:
+            learn_shared_task(ctx, model, self, data, {**ctx.task_config(data.sample), "phase": "warm-up"},
+                              resume=second_phase_resume_path(ctx, data.sample.task),
+                              metrics=second_phase_metrics_path(ctx, data.sample.task))
+        finally:
+            for name, p in model.named_parameters():
+                p.requires_grad_(trains[name])
+            model.statistics_frozen, self.warming_up = frozen, False
 
     @torch.inference_mode()
-    def before_task(self, model: MultiHeadModel, data: TaskData) -> None:
+    def record(self, model: MultiHeadModel, data: TaskData) -> None:
+        """The earlier heads' logits on every training image of the task, with the model as it is now."""
         model.eval()
         runtime = self.ctx.runtime
         batches = self.ctx.batches(data.tensors.train_images, torch.arange(len(data.labels)), runtime.eval_batch_size,
@@ -29,6 +65,8 @@ class LwF(Method):
         self.recorded = [torch.cat(logits) for logits in outputs]
 
     def batch_loss(self, model, data, images, labels, index):
+        if self.warming_up:
+            return super().batch_loss(model, data, images, labels, index)
         runtime = self.ctx.runtime
         with runtime.autocast():
             features = model.pooled_features(runtime.model_input(images))
@@ -38,7 +76,9 @@ class LwF(Method):
         if earlier:
             temperature = self.option("lwf_temperature")
             distill = sum(soft_cross_entropy(out.float(), self.recorded[position][index], temperature)
-                          for position, out in enumerate(earlier)) / len(earlier)
+                          for position, out in enumerate(earlier))
+            if self.option("lwf_mean"):
+                distill = distill / len(earlier)
             loss = loss + self.option("lwf_alpha") * distill
         return loss, logits
 

@@ -9,6 +9,8 @@ from dataset.loader import DeviceBatches
 from dataset.preprocess import TaskTensors
 from dataset.task import TaskSample
 from network import MultiHeadModel
+from network.methods import FREEZE, PER_TASK
+from network.multihead import load_norm_layer_state, norm_affine_count, norm_layer_state, norm_layer_tensors
 from training.checkpoints import MethodHooks
 from training.context import Context
 
@@ -26,10 +28,20 @@ class TaskData:
 
 
 class Method:
-    """Plain sequential training of the backbone and the task's head: every hook does nothing extra."""
+    """Plain sequential training of the backbone and the task's head, with the run's BatchNorm mode
+    (``ctx.shared_bn``): the base hooks do what that mode asks and nothing else. A subclass that overrides a hook
+    calls the base one (``before_task`` first, ``after_task`` last)."""
+
+    NORMS_KEY = "norms"  # the name the per-task BN list has in ``state_dict`` (PSP's and PackNet's files keep theirs)
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.start_norms: dict[str, torch.Tensor] = {}  # per-task BN: the backbone's, where each task's BN starts
+        self.task_norms: list[dict[str, torch.Tensor]] = []  # per-task BN: each finished task's (CPU)
+
+    @property
+    def norms_per_task(self) -> bool:
+        return self.ctx.shared_bn == PER_TASK
 
     def option(self, name: str) -> int | float:
         """One of the method's options (network.methods names them and checks their ranges), as the run has it."""
@@ -37,16 +49,38 @@ class Method:
 
     def build_model(self) -> MultiHeadModel:
         """The shared model, before any task (PSP and PackNet change its layers)."""
-        return MultiHeadModel.of(self.ctx.backbone)
+        model = MultiHeadModel.of(self.ctx.backbone)
+        if self.norms_per_task:
+            self.start_norms = norm_layer_state(model)
+        return model
 
     def use_task(self, model: MultiHeadModel, position: int) -> None:
         """Make the model compute as the task at ``position`` does (to evaluate it): its head, and whatever else
-        the method keeps per task."""
+        the method keeps per task (its BN where BN is per task)."""
         model.use_head(position)
+        if self.norms_per_task:
+            load_norm_layer_state(model, self.task_norms[position])
 
     def before_task(self, model: MultiHeadModel, data: TaskData) -> None:
         """Called with the backbone as the previous task left it, before the task's first epoch (and again
-        when a killed task resumes, so anything recorded here is recorded from the same weights)."""
+        when a killed task resumes, so anything recorded here is recorded from the same weights). The base
+        hook sets up the task's BN: with ``per-task`` it starts from the backbone's, with ``freeze`` its statistics
+        stay as the first task left them."""
+        if self.norms_per_task:
+            load_norm_layer_state(model, self.start_norms)
+        model.statistics_frozen = self.ctx.shared_bn == FREEZE and data.position > 0
+        model.heads[:data.position].requires_grad_(self.trains_earlier_heads())
+
+    def trains_earlier_heads(self) -> bool:
+        """Whether a task also trains the earlier tasks' heads (LwF and ER, as their papers do): then a task's head
+        changes after the task, and its record is rewritten after each later task."""
+        return False
+
+    def shared_parameters(self, model: MultiHeadModel) -> list[tuple[str, torch.nn.Parameter]]:
+        """The backbone's parameters that every task shares: what EWC and SI anchor (with per-task BN, the norm
+        layers' affine pairs are each task's own and left out)."""
+        own = set(norm_layer_tensors(model)) if self.norms_per_task else set()
+        return [(name, p) for name, p in model.backbone_named_parameters() if name not in own]
 
     def batch_loss(self, model: MultiHeadModel, data: TaskData, images: torch.Tensor, labels: torch.Tensor,
                    index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,17 +96,21 @@ class Method:
         return None
 
     def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
-        """Called with the task's best-epoch backbone and head, before the task is evaluated and saved."""
+        """Called with the task's best-epoch backbone and head, before the task is evaluated and saved; the base
+        hook keeps the task's BN where BN is per task."""
+        if self.norms_per_task:
+            self.task_norms = self.task_norms[:data.position] + [norm_layer_state(model)]
 
     def task_state(self, model: MultiHeadModel, position: int) -> dict[str, torch.Tensor]:
-        """What the task's weights file keeps of its own: its head (``fc.*``), and whatever else the method keeps
-        per task, as CPU tensors."""
-        return model.head_state(position)
+        """What the task's weights file keeps of its own: its head (``fc.*``), its BN where BN is per task, and
+        whatever else the method keeps per task, as CPU tensors."""
+        return model.head_state(position) | (self.task_norms[position] if self.norms_per_task else {})
 
     def task_parameters(self, model: MultiHeadModel, position: int) -> int:
-        """Parameter elements the task at ``position`` trained and keeps as its own, for its record: its head (PSP
-        adds its BN, PackNet the weights it owns and its BN)."""
-        return sum(p.numel() for p in model.heads[position].parameters())
+        """Parameter elements the task at ``position`` trained and keeps as its own, for its record: its head, and
+        its norm layers' affine pairs where BN is per task (PackNet adds the weights it owns)."""
+        head = sum(p.numel() for p in model.heads[position].parameters())
+        return head + (norm_affine_count(model) if self.norms_per_task else 0)
 
     def task_bytes(self, position: int) -> int:
         """Bytes the method keeps for the task at ``position`` outside its ``task_state`` (ER: its images), for the
@@ -81,10 +119,12 @@ class Method:
 
     def state_dict(self) -> dict:
         """What the method carries to the next task (CPU tensors); saved with the backbone after each task."""
-        return {}
+        return {self.NORMS_KEY: self.task_norms} if self.norms_per_task else {}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore ``state_dict()`` (a resumed run)."""
+        if self.norms_per_task:
+            self.task_norms = state[self.NORMS_KEY]
 
     def notes(self) -> list[str]:
         """Lines the run's printed summary adds after the matrix (PackNet: the layers that ran out of weights)."""

@@ -14,7 +14,6 @@ from continual.method import Method, TaskData
 from continual.sequence import learn_shared_task, second_phase_metrics_path, second_phase_resume_path
 from network import MultiHeadModel, pack_bits, replace_convs
 from network.layers import conv_with_weight
-from network.multihead import load_norm_layer_state, norm_affine_count, norm_layer_state, norm_layer_tensors
 from training.context import Context
 
 log = logging.getLogger("clr")
@@ -41,11 +40,13 @@ class OwnedWeightsConv(nn.Module):
 
 
 class PackNet(Method):
+    """Its BN is per task, by its definition: it always runs with --shared-bn per-task (the base Method's)."""
+
+    NORMS_KEY = "batch_norms"
+
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.pretrained_batch_norms = norm_layer_tensors(ctx.backbone)  # where each task's BN starts (never changed)
         self.owners: dict[str, torch.Tensor] = {}  # conv name -> uint8 owner of each weight (BACKBONE, k or FREE)
-        self.batch_norms: list[dict[str, torch.Tensor]] = []  # per learnt task: its BN (CPU)
         self.empty_layers: list[list] = []  # per task: [its name, the convs where it keeps no weight]
 
     def build_model(self) -> MultiHeadModel:
@@ -59,9 +60,8 @@ class PackNet(Method):
         return model
 
     def use_task(self, model: MultiHeadModel, position: int) -> None:
-        model.use_head(position)
+        super().use_task(model, position)
         self.select(model, position + 1)
-        load_norm_layer_state(model, self.batch_norms[position])
 
     def select(self, model: MultiHeadModel, task: int) -> None:
         """Task ``task``'s mask in every conv, and its own weights as the trained ones."""
@@ -69,13 +69,13 @@ class PackNet(Method):
             layer.active, layer.trained = self.owners[name] <= task, self.owners[name] == task
 
     def before_task(self, model: MultiHeadModel, data: TaskData) -> None:
+        super().before_task(model, data)  # each task's BN starts from the pretrained one
         task = data.position + 1
         if task >= FREE:
             raise RunError(f"PackNet learns at most {FREE - 1} tasks in one sequence")
         for owners in self.owners.values():
             owners.masked_fill_(owners == FREE, task)
         self.select(model, task)
-        load_norm_layer_state(model, self.pretrained_batch_norms)  # each task's BN starts from the pretrained one
         total = sum(owners.numel() for owners in self.owners.values())
         log.info("PackNet: %s trains the %.2f%% of the conv weights that are free", data.sample.task.name,
                  100 * sum(int((owners == task).sum()) for owners in self.owners.values()) / total)
@@ -105,25 +105,25 @@ class PackNet(Method):
             learn_shared_task(ctx, model, self, data, config,
                               resume=second_phase_resume_path(ctx, data.sample.task),
                               metrics=second_phase_metrics_path(ctx, data.sample.task))
-        self.batch_norms = self.batch_norms[:data.position] + [norm_layer_state(model)]
+        super().after_task(model, data)  # keeps its BN
 
     def task_state(self, model: MultiHeadModel, position: int) -> dict[str, torch.Tensor]:
         """Its head, its BN and its own weights' mask at one bit per weight (the values live in the backbone)."""
         masks = {MASK_PREFIX + name: pack_bits(owners == position + 1) for name, owners in self.owners.items()}
-        return model.head_state(position) | self.batch_norms[position] | masks
+        return super().task_state(model, position) | masks
 
     def task_parameters(self, model: MultiHeadModel, position: int) -> int:
         """The weights it owns, its norm layers' affine pairs and its head."""
         owned = sum(int((owners == position + 1).sum()) for owners in self.owners.values())
-        return owned + norm_affine_count(model) + super().task_parameters(model, position)
+        return owned + super().task_parameters(model, position)
 
     def state_dict(self) -> dict:
-        return {"owners": copied(self.owners, "cpu"), "batch_norms": self.batch_norms,
-                "empty_layers": self.empty_layers}
+        return {"owners": copied(self.owners, "cpu"), **super().state_dict(), "empty_layers": self.empty_layers}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self.owners = copied(state["owners"], self.ctx.device)
-        self.batch_norms, self.empty_layers = state["batch_norms"], state["empty_layers"]
+        self.empty_layers = state["empty_layers"]
 
     def notes(self) -> list[str]:
         """The tasks that found too few free weights in a conv to keep any: they compute there with the earlier

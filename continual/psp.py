@@ -6,15 +6,15 @@ the conv runs with the weights W ⊙ c. The linear layers are the per-task heads
 
 Every task's context is random, the first one's too (the paper privileges none), so the pretrained filters reach
 every task sign-scrambled. BN is per task (its affine and running statistics are the task's, starting from the
-backbone's, as in CLR): the contexts give each task its own activation statistics, which a shared BN would mix."""
+backbone's, as in CLR): the contexts give each task its own activation statistics, which a shared BN would mix. So
+PSP always runs with --shared-bn per-task (the base Method's per-task BN)."""
 import torch
 from torch import nn
 
 from continual.method import Method, TaskData
 from network import MultiHeadModel, pack_bits, replace_convs
 from network.layers import conv_with_weight
-from network.multihead import load_norm_layer_state, norm_affine_count, norm_layer_state
-from training.context import Context
+
 
 class ContextConv(nn.Module):
     """A conv that applies its weights through a context: the conv's own forward with W ⊙ c, c of shape
@@ -33,25 +33,20 @@ class ContextConv(nn.Module):
 
 
 class PSP(Method):
-    def __init__(self, ctx: Context) -> None:
-        super().__init__(ctx)
-        self.backbone_bn: dict[str, torch.Tensor] = {}  # the backbone's BN, where each task's BN starts
-        self.bn: list[dict[str, torch.Tensor]] = []  # per finished task: its BN
+    NORMS_KEY = "bn"
 
     def build_model(self) -> MultiHeadModel:
         model = super().build_model()
         replace_convs(model, ContextConv)
-        self.backbone_bn = norm_layer_state(model)
         return model
 
     def before_task(self, model: MultiHeadModel, data: TaskData) -> None:
-        load_norm_layer_state(model, self.backbone_bn)
+        super().before_task(model, data)
         self.use_context(model, data.position)
 
     def use_task(self, model: MultiHeadModel, position: int) -> None:
         super().use_task(model, position)
         self.use_context(model, position)
-        load_norm_layer_state(model, self.bn[position])
 
     def use_context(self, model: MultiHeadModel, position: int) -> None:
         convs = dict(model.named_modules())
@@ -65,23 +60,10 @@ class PSP(Method):
         return {name: torch.randint(0, 2, conv.context.shape, generator=generator) * 2 - 1
                 for name, conv in model.named_modules() if isinstance(conv, ContextConv)}
 
-    def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
-        self.bn.append(norm_layer_state(model))
-
     def task_state(self, model: MultiHeadModel, position: int) -> dict[str, torch.Tensor]:
         """The head, the task's BN and its contexts, packed at one bit per element (kept so that the file holds the
         whole task, and counted so that its storage is honest, though the seed could redraw them)."""
         contexts = {f"{name}.context": pack_bits(context > 0)
                     for name, context in self.contexts(model, position).items()}
-        return model.head_state(position) | self.bn[position] | contexts
-
-    def task_parameters(self, model: MultiHeadModel, position: int) -> int:
-        """The head and the task's norm layers' affine pairs."""
-        return super().task_parameters(model, position) + norm_affine_count(model)
-
-    def state_dict(self) -> dict:
-        return {"bn": self.bn}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.bn = state["bn"]
+        return super().task_state(model, position) | contexts
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import continual
 from common.errors import RunError
 from continual.method import Method
-from continual.sequence import restore_saved
+from continual.sequence import recorded_config, restore_saved
 from network import MultiHeadModel, input_config, load_backbone, method_spec
 from training.context import Context
 from training.record import TaskRecord, read_saved
@@ -42,15 +42,15 @@ class FinalModel:
 
 
 def sequence_context(ctx: Context, method: str, config: dict) -> Context:
-    """The context a sequence's file was made with (its method, architecture, image size, recipe, seed and options)
+    """The context a sequence's file was made with (its method, architecture, image size, recipe, seed, options and BN)
     on ``ctx``'s device, data and folders. Its backbone is the architecture with the fixed random init: every
     tensor the final model computes with comes from the file, so the pretrained weights are not needed."""
-    arch = config["arch"]
+    arch, config = config["arch"], recorded_config(method, config)
     return dataclasses.replace(
         ctx, method=method, arch=arch, backbone=load_backbone(arch, "none").to(ctx.device),
         backbone_id=config["backbone"], image_size=config["image_size"], input=input_config(arch),
         recipe=Recipe(**{field.name: config[field.name] for field in dataclasses.fields(Recipe)}),
-        options={name: config[name] for name in method_spec(method).options})
+        options={name: config[name] for name in method_spec(method).options}, shared_bn=config["shared_bn"])
 
 
 def load_final_model(ctx: Context, method: str) -> FinalModel:

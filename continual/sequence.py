@@ -10,7 +10,7 @@ from continual.matrix import summary, write_matrix
 from continual.method import Method, TaskData
 from dataset.loader import DeviceBatches
 from dataset.task import TaskInfo, TaskSample
-from network import MultiHeadModel, load_task_state
+from network import MultiHeadModel, load_task_state, method_spec, shared_bn_of
 from training.checkpoints import Progress
 from training.context import Context
 from training.fit import fit
@@ -23,11 +23,11 @@ log = logging.getLogger("clr")
 
 
 def sequence_config(ctx: Context, samples: list[TaskSample]) -> dict:
-    """What the sequence's files depend on: the recipe, the method's options (in every task's config), the tasks in
-    order and their data."""
+    """What the sequence's files depend on: the recipe, the method's options and its BN mode (in every task's
+    config), the tasks in order and their data."""
     configs = [ctx.task_config(sample) for sample in samples]
     return {**{k: v for k, v in configs[0].items() if k not in ("num_classes", "manifest_sha256")},
-            "tasks": [sample.task.name for sample in samples],
+            "shared_bn": ctx.shared_bn, "tasks": [sample.task.name for sample in samples],
             "manifests_sha256": [config["manifest_sha256"] for config in configs]}
 
 
@@ -42,7 +42,8 @@ def forget_sequence(ctx: Context, samples: list[TaskSample]) -> None:
 
 
 def second_phase_resume_path(ctx: Context, task: TaskInfo) -> Path:
-    """The resume point of a task's second pass through the fit loop (PackNet's retraining after its prune)."""
+    """The resume point of a task's second pass through the fit loop (PackNet's retraining after its prune, LwF's
+    warm-up before its joint training)."""
     return ctx.layout.resume(task.name, second_phase(ctx.method))
 
 
@@ -90,6 +91,8 @@ def evaluate_task(ctx: Context, model: MultiHeadModel, method: Method, position:
 def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> str:
     """Learn the tasks in order, continuing after the last finished task; returns the matrix summary."""
     config = sequence_config(ctx, samples)
+    fixed = " (PSP and PackNet keep BN per task by their definition)" if method_spec(ctx.method).fixed_bn else ""
+    log.info("%s: --shared-bn %s%s", ctx.method, ctx.shared_bn, fixed)
     model = ctx.runtime.prepare(method.build_model())
     finished = {"records": [], "correct": []}
     if ctx.layout.after_task(ctx.method).exists():
@@ -115,6 +118,9 @@ def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> s
                      ", ".join(f"{s.task.name} {c / len(s.val):.4f}" for s, c in zip(samples, row)))
         trained = method.task_parameters(model, position)
         state = method.task_state(model, position)
+        if method.trains_earlier_heads():  # their heads trained too: each record holds its head as it is now
+            for earlier, record in enumerate(finished["records"]):
+                record.state, record.state_after = method.task_state(model, earlier), sample.task.name
         finished["records"].append(task_record(sample, task_config, ctx.input.as_record(), state, progress,
                                                row[position], trained,
                                                model.backbone_parameters, method.task_bytes(position),
@@ -155,8 +161,14 @@ def restore_sequence(ctx: Context, model: MultiHeadModel, method: Method, config
     """Continue a sequence: its after-task file, which must have been made with this run's settings."""
     path = ctx.layout.after_task(ctx.method)
     saved = read_saved(path)
-    require_same_settings(path, saved["config"], config, "resume")
+    require_same_settings(path, recorded_config(ctx.method, saved["config"]), config, "resume")
     return restore_saved(saved, model, method)
+
+
+def recorded_config(method: str, config: dict) -> dict:
+    """A sequence's recorded config, with the --shared-bn value of a file made before the option existed (the
+    method's own: per-task for PSP and PackNet, drift for the others)."""
+    return {"shared_bn": shared_bn_of(method, None)} | config
 
 
 def restore_saved(saved: dict, model: MultiHeadModel, method: Method) -> dict:
@@ -175,8 +187,9 @@ def accuracy_matrix(samples: list[TaskSample], finished: dict) -> list[list[floa
 
 
 def write_outputs(ctx: Context, samples: list[TaskSample], finished: dict) -> None:
-    """The files that follow from the sequence's state: each finished task's record (its head, and its accuracy
-    just after it was learnt), <method>.csv (the accuracy after the last task) and the matrix."""
+    """The files that follow from the sequence's state: each finished task's record (its head as the last finished
+    task left it, and its accuracy just after it was learnt), <method>.csv (the accuracy after the last task) and the
+    matrix."""
     matrix = accuracy_matrix(samples, finished)
     for sample, record in zip(samples, finished["records"]):
         record.save(ctx.weight_path(sample.task))

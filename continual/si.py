@@ -25,7 +25,8 @@ class SI(Method):
         self.previous: dict[str, torch.Tensor] = {}  # the backbone before the last optimizer step
 
     def before_task(self, model: MultiHeadModel, data: TaskData) -> None:
-        self.anchor = {name: p.detach().clone() for name, p in model.backbone_named_parameters()}
+        super().before_task(model, data)
+        self.anchor = {name: p.detach().clone() for name, p in self.shared_parameters(model)}
         self.path = {name: torch.zeros_like(p) for name, p in self.anchor.items()}
         self.previous = {name: p.clone() for name, p in self.anchor.items()}
 
@@ -45,7 +46,7 @@ class SI(Method):
     def after_step(self, model: MultiHeadModel) -> None:
         """omega -= g * dw, with g the step's gradient less that of SI's penalty (2 c Omega (w - w*), at the weights
         the gradient was taken at); one fused operation per quantity over all tensors."""
-        names, params = zip(*model.backbone_named_parameters())
+        names, params = zip(*self.shared_parameters(model))
         previous, gradients = [self.previous[name] for name in names], [p.grad for p in params]
         if self.importance:
             moved = torch._foreach_sub(previous, [self.anchor[name] for name in names])
@@ -61,18 +62,20 @@ class SI(Method):
     def load_running_state(self, model: MultiHeadModel, state: dict[str, torch.Tensor]) -> None:
         """omega as saved, the model's weights already restored to where it was saved."""
         self.path = {name: omega.to(self.ctx.device) for name, omega in state.items()}
-        self.previous = {name: p.detach().clone() for name, p in model.backbone_named_parameters()}
+        self.previous = {name: p.detach().clone() for name, p in self.shared_parameters(model)}
 
     @torch.no_grad()
     def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
         xi = self.option("si_xi")
         task = {name: self.path[name] / ((p - self.anchor[name]) ** 2 + xi)
-                for name, p in model.backbone_named_parameters()}
+                for name, p in self.shared_parameters(model)}
         self.importance = {name: self.importance[name] + omega if self.importance else omega
                            for name, omega in task.items()}
+        super().after_task(model, data)
 
     def state_dict(self) -> dict:
-        return {"importance": {name: omega.cpu() for name, omega in self.importance.items()}}
+        return super().state_dict() | {"importance": {name: omega.cpu() for name, omega in self.importance.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self.importance = {name: omega.to(self.ctx.device) for name, omega in state["importance"].items()}

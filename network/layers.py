@@ -20,6 +20,14 @@ def norm_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor for name in NORM_TENSORS if isinstance(tensor := getattr(module, name, None), torch.Tensor)}
 
 
+def freeze_norm_statistics(model: nn.Module) -> None:
+    """Every BatchNorm layer of ``model`` in eval mode: it normalises with its running statistics and keeps them as
+    they are, while its affine pair may still train."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def conv_with_weight(conv: nn.Conv2d, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``conv``'s own forward with ``weight`` in place of its weight: a conv subclass with its own padding rule
     (timm's TF "same" convs) keeps it, since the module is called, not re-implemented."""

@@ -15,6 +15,14 @@ from network.layers import AdaptedConv, GatedConv, ReprogrammedConv
 from network.masks import piggyback_conv, supsup_conv
 
 
+# What a shared backbone does with its BatchNorm layers from task to task (--shared-bn): drift (they train, their
+# statistics follow each task), freeze (from the second task on their running statistics stay as the first task left
+# them, as FACIL's --fix-bn; the affine pair trains), per-task (each task keeps its own statistics and affine pair,
+# starting from the backbone's, as PSP)
+SHARED_BN = ("drift", "freeze", "per-task")
+DRIFT, FREEZE, PER_TASK = SHARED_BN
+
+
 class Family(enum.Enum):
     """How a method's tasks relate: the sequence driver that learns them follows from it."""
 
@@ -53,8 +61,11 @@ class MethodSpec:
     # what --tune tries (a shared backbone only), one coordinate after another in this order: "lr" (the recipe's Adam
     # rate) first, then the method's own stability option; see continual.tuning
     search: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    fixed_bn: str | None = None  # the --shared-bn value a shared method's definition fixes (PSP, PackNet: per-task)
 
     def __post_init__(self) -> None:
+        if self.fixed_bn is not None and (self.family is Family.ISOLATED or self.fixed_bn not in SHARED_BN):
+            raise ValueError(f"{self.name}: only a shared method fixes a --shared-bn value, one of {SHARED_BN}")
         if (self.layers is not None) != (self.family is Family.ISOLATED):
             raise ValueError(f"{self.name}: an isolated method says what it does to the layers, a shared one not")
         if (self.family is Family.SHARED) != (next(iter(self.search), None) == TUNED_LR):
@@ -159,21 +170,35 @@ _SPECS = [
                    "ewc_gamma": Option(1.0, "EWC: the accumulated Fisher is multiplied by this before a task's "
                                        "Fisher is added (online EWC; 1 = plain sum over tasks; default %(default)s)"),
                }, search={TUNED_LR: LR_SEARCH, "ewc_lambda": (1.0, 10.0, 100.0, 1000.0, 5000.0)}),
-    MethodSpec("LwF", SHARED, "the whole backbone with distillation to the earlier heads, and a head",
-               "Li & Hoiem, Learning without Forgetting, ECCV 2016",
+    MethodSpec("LwF", SHARED, "the whole backbone and the earlier heads with distillation to the earlier heads' "
+               "recorded outputs, and a head", "Li & Hoiem, Learning without Forgetting, ECCV 2016",
                options={
-                   "lwf_alpha": Option(1.0, "LwF: weight of the distillation loss, the mean over earlier tasks (the "
+                   "lwf_alpha": Option(1.0, "LwF: weight of the distillation loss, the sum over earlier tasks (the "
                                        "paper's lambda_o; default %(default)s, as in the paper and Avalanche)"),
+                   "lwf_mean": Option(0, "LwF: 1 = the distillation loss is the mean over the earlier tasks, not the "
+                                      "paper's sum (this project's variant before 2026-12-04; default %(default)s)",
+                                      high=1),
+                   "lwf_frozen_heads": Option(0, "LwF: 1 = the earlier tasks' heads stay frozen, where the paper "
+                                              "trains them through the distillation (this project's variant before "
+                                              "2026-12-04; default %(default)s)", high=1),
+                   "lwf_warmup_epochs": Option(10, "LwF: epochs of the paper's warm-up step, in which the new head "
+                                               "alone trains (backbone and earlier heads frozen) before the joint "
+                                               "training; 0 = none, this project's variant before 2026-12-04 "
+                                               "(default %(default)s; see docs/baselines.md)"),
                    "lwf_temperature": Option(2.0, "LwF: softmax temperature of the distillation (default "
                                              "%(default)s, the paper's)", bounds="(]"),
                }, search={TUNED_LR: LR_SEARCH, "lwf_alpha": (0.5, 1.0, 2.0, 5.0, 10.0)}),
-    MethodSpec("ER", SHARED, "the whole backbone with replayed images of the earlier tasks, and a head",
+    MethodSpec("ER", SHARED, "the whole backbone and the earlier heads with replayed images of the earlier tasks, "
+               "and a head",
                "Chaudhry et al., On Tiny Episodic Memories in Continual Learning, 2019",
                options={
                    "er_per_task": Option(50, "ER: training images kept per learnt task (default %(default)s)"),
                    "er_batch_size": Option(32, "ER: replayed images added to each training batch (default "
                                            "%(default)s, the training batch size, as in Chaudhry et al. and "
                                            "Mammoth)"),
+                   "er_frozen_heads": Option(0, "ER: 1 = the earlier tasks' heads stay frozen, where the paper's "
+                                             "replayed images train their own task's head (this project's variant "
+                                             "before 2026-12-04; default %(default)s)", high=1),
                }, search={TUNED_LR: LR_SEARCH}),
     MethodSpec("SI", SHARED, "the whole backbone with a path-integral penalty, and a head",
                "Zenke, Poole & Ganguli, Synaptic Intelligence, ICML 2017",
@@ -184,7 +209,8 @@ _SPECS = [
                                    "the paper's split CIFAR-10/100 setting)", bounds="(]"),
                }, search={TUNED_LR: LR_SEARCH, "si_c": (0.01, 0.1, 1.0, 10.0)}),
     MethodSpec("PSP", SHARED, "the whole backbone through the task's ±1 contexts, its own norm layers, and a head",
-               "Cheung et al., Superposition of Many Models into One, NeurIPS 2019", search={TUNED_LR: LR_SEARCH}),
+               "Cheung et al., Superposition of Many Models into One, NeurIPS 2019", fixed_bn=PER_TASK,
+               search={TUNED_LR: LR_SEARCH}),
     MethodSpec("PackNet", SHARED, "the backbone weights still free, pruned and frozen after the task; a 1-bit mask, "
                "its own norm layers and a head", "Mallya & Lazebnik, PackNet, CVPR 2018",
                options={
@@ -202,7 +228,7 @@ _SPECS = [
                    "packnet_retrain_lr": Option(1e-4, "PackNet: Adam learning rate of the retraining (default "
                                                 "%(default)s, the release's post-prune rate in run_sequence.sh, a "
                                                 "tenth of its training rate)", bounds="(]"),
-               }, search={TUNED_LR: LR_SEARCH, "packnet_prune": (0.5, 0.75, 0.9)}),
+               }, fixed_bn=PER_TASK, search={TUNED_LR: LR_SEARCH, "packnet_prune": (0.5, 0.75, 0.9)}),
 ]
 REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
 METHODS = tuple(REGISTRY)
@@ -261,6 +287,28 @@ def expand_methods(names: list[str]) -> list[str]:
     for method in methods:
         method_spec(method)
     return methods
+
+
+def shared_bn_of(method: str, asked: str | None) -> str | None:
+    """The --shared-bn value ``method`` runs with (None for a method with a model per task): the one its definition
+    fixes, else ``asked``, else drift. What a file made before the option existed was made with, ``asked`` None."""
+    spec = method_spec(method)
+    if spec.family is Family.ISOLATED:
+        return None
+    return spec.fixed_bn or asked or DRIFT
+
+
+def check_shared_bn(methods: list[str], asked: str | None) -> None:
+    """Refuse --shared-bn where no chosen method takes it: every one is isolated, or keeps BN as its definition
+    fixes it (PSP, PackNet) and that is not the value asked."""
+    if asked is None or any(shared_bn_of(method, asked) == asked for method in methods):
+        return
+    fixed = [method for method in methods if method_spec(method).fixed_bn]
+    if fixed:
+        raise NetworkError(f"--method {' '.join(fixed)} keeps BN per task by its definition, so --shared-bn {asked} "
+                           "does not apply: leave --shared-bn out")
+    raise NetworkError("--shared-bn is for the methods with one backbone carried across tasks (" +
+                       ", ".join(methods_of(Family.SHARED)) + ")")
 
 
 def options_of_methods(methods: list[str], given: dict[str, int | float]) -> dict[str, dict[str, int | float]]:

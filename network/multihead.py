@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from network.backbone import arch_of, classifier_name, parameter_count
-from network.layers import NORM_LAYERS, norm_tensors
+from network.layers import NORM_LAYERS, freeze_norm_statistics, norm_tensors
 from network.state import load_task_state, task_state
 from network.task_model import mix_into
 
@@ -14,8 +14,8 @@ HEAD_PREFIX = "heads."
 
 
 class MultiHeadModel(nn.Module):
-    """Every backbone weight trains (BN in train mode while training, as the release's ``Finetune``); each task
-    adds its own head. Earlier heads are frozen: a task's head is final once the task is learnt.
+    """Every backbone weight trains (BN in train mode while training, as the release's ``Finetune``, unless its
+    statistics are frozen); each task adds its own head. Earlier heads are frozen unless the method trains them.
 
     Like a task model it is the backbone's own class with this one mixed in, its classifier an identity, so the
     network's own forward gives the features and ``forward`` applies a task's head to them."""
@@ -26,6 +26,7 @@ class MultiHeadModel(nn.Module):
     feature_size: int
     heads: nn.ModuleList
     current: int  # the head forward() uses when no task is named
+    statistics_frozen: bool  # BN stays in eval mode while training (--shared-bn freeze, from the second task on)
 
     @classmethod
     def of(cls, backbone: nn.Module) -> "MultiHeadModel":
@@ -34,12 +35,14 @@ class MultiHeadModel(nn.Module):
         network = copy.deepcopy(backbone)
         feature_size = network.get_submodule(head_name).in_features
         network.set_submodule(head_name, nn.Identity())
-        mix_into(network, cls, ("arch", "head_name", "feature_size", "backbone_parameters", "heads", "current"))
+        mix_into(network, cls, ("arch", "head_name", "feature_size", "backbone_parameters", "heads", "current",
+                                "statistics_frozen"))
         model: MultiHeadModel = network
         model.arch, model.head_name, model.feature_size = arch_of(backbone), head_name, feature_size
         model.backbone_parameters = parameter_count(backbone)
         model.heads = nn.ModuleList()
         model.current = 0
+        model.statistics_frozen = False
         model.requires_grad_(True)
         return model
 
@@ -49,11 +52,19 @@ class MultiHeadModel(nn.Module):
 
     def add_head(self, num_classes: int) -> None:
         """A fresh head for the next task (drawn from the global random state), made the one in use; the earlier
-        heads freeze."""
+        heads freeze (a method that trains them unfreezes them)."""
         self.heads.requires_grad_(False)
         device = next(self.parameters()).device
         self.heads.append(nn.Linear(self.feature_size, num_classes, device=device))
         self.current = len(self.heads) - 1
+
+    def train(self, mode: bool = True) -> "MultiHeadModel":
+        """Train mode, BN in eval mode where its statistics are frozen: the one place every fit loop's
+        ``model.train()`` goes through."""
+        super().train(mode)
+        if mode and self.statistics_frozen:
+            freeze_norm_statistics(self)
+        return self
 
     def use_head(self, task: int) -> None:
         self.current = task

@@ -10,7 +10,7 @@ from torch import nn
 
 from common.errors import NetworkError
 from network.backbone import arch_of, classifier_name, parameter_count
-from network.layers import NORM_LAYERS, GatedConv, TaskConv, replace_convs
+from network.layers import NORM_LAYERS, GatedConv, TaskConv, freeze_norm_statistics, replace_convs
 from network.masks import MaskedConv
 from network.methods import implied, method_options, method_spec
 
@@ -69,9 +69,7 @@ class TaskModel(nn.Module):
         as the release does by training those in eval mode."""
         super().train(mode)
         if not method_spec(self.method).layers.trains_norm:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+            freeze_norm_statistics(self)
         return self
 
     def task_modules(self) -> Iterator[tuple[str, nn.Module]]:

@@ -1,5 +1,6 @@
 """The shared-backbone baselines (SGD, EWC, LwF, ER) end to end on small synthetic tasks: the accuracy matrix,
 the weights files and CSV that follow from it, forgetting, resume after a kill, and the methods' own parts."""
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -67,7 +68,12 @@ def test_matrix_weights_files_and_csv_agree(runs, method):
         assert sorted(saved["state"]) == ["fc.bias", "fc.weight"]
         assert saved["trainable_params"] == saved["state"]["fc.weight"].numel() + saved["state"]["fc.bias"].numel()
         assert len(saved["history"]) == saved["epochs_run"] == 2
+        # LwF and ER train the earlier heads too: each record holds its head as the last task left it
+        assert saved["state_after"] == (tasks[-1] if method in ("LwF", "ER") else name)
     assert not list((out / "weight").glob("*.resume.pt"))
+    # the report rebuilt the final model (LwF's and ER's final heads) and re-evaluated each task to the last row
+    assert json.loads((out / "result" / "verification.json").read_text())[method] == \
+        {"equal": len(tasks), "mismatches": [], "skipped": {}}
     assert sorted(p.name for p in (out / "weight").glob(f"{method}_after_task.pt")) == [f"{method}_after_task.pt"]
 
 
@@ -112,12 +118,14 @@ def test_other_settings_are_refused_and_fresh_starts_over(small_tasks, runs, cap
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["ER"])
-def test_killed_and_resumed_run_gives_the_same_matrix(small_tasks, runs, tmp_path, monkeypatch, method):
-    # the second task's second epoch: after-task state plus a resume point
-    kill = Kill(monkeypatch, at_call=4)
+@pytest.mark.parametrize(("method", "at_call"), [("ER", 4), ("LwF", 5), ("LwF", 14)])
+def test_killed_and_resumed_run_gives_the_same_matrix(small_tasks, runs, tmp_path, monkeypatch, method, at_call):
+    """Killed in the second task's second epoch (ER), in its warm-up's third epoch or in its joint training's second
+    epoch after the 10 warm-up epochs (LwF): the after-task state plus a resume point."""
+    kill = Kill(monkeypatch, at_call=at_call)
     assert main.main(small_args(small_tasks, tmp_path, method)) == 130
-    assert (tmp_path / "weight" / f"{TASKS[1]}_{method}.resume.pt").exists()
+    warm_up = method == "LwF" and at_call < 13
+    assert (tmp_path / "weight" / f"{TASKS[1]}_{method}{'.phase2' if warm_up else ''}.resume.pt").exists()
     kill.disarm()
     assert main.main(small_args(small_tasks, tmp_path, method)) == 0
     for name in (f"{method}_matrix.csv", f"{method}.csv"):
@@ -134,7 +142,8 @@ def test_diagonal_fisher_is_the_mean_squared_per_image_gradient():
     model.add_head(3)
     images = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8)
     labels = torch.tensor([0, 2, 1, 1, 0])
-    fisher = diagonal_fisher(model, runtime_for(torch.device("cpu")), IMAGENET, images, labels)
+    fisher = diagonal_fisher(model, model.backbone_named_parameters(), runtime_for(torch.device("cpu")), IMAGENET,
+                             images, labels)
     assert not any(f.requires_grad for f in fisher.values())  # a constant in the penalty, never a graph
     assert set(fisher) == {n for n, _ in model.named_parameters()} - {"heads.0.weight", "heads.0.bias"}
     expected = {name: torch.zeros_like(f) for name, f in fisher.items()}
@@ -150,7 +159,8 @@ def test_diagonal_fisher_is_the_mean_squared_per_image_gradient():
 
 def test_ewc_accumulates_fisher_online(monkeypatch):
     # diagonal_fisher, the only user of the run, is replaced
-    ewc = EWC(SimpleNamespace(runtime=None, normalisation=None, options={"ewc_lambda": 10.0, "ewc_gamma": 0.5}))
+    ewc = EWC(SimpleNamespace(runtime=None, normalisation=None, options={"ewc_lambda": 10.0, "ewc_gamma": 0.5},
+                              shared_bn="drift"))
     weight = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
     model = SimpleNamespace(named_parameters=lambda: [("layer.w", weight)],
                             backbone_named_parameters=lambda: [("layer.w", weight)])
@@ -173,7 +183,8 @@ def test_er_memory_selection_is_seeded_and_per_task():
     assert len(set(first.tolist())) == 5 and all(0 <= i < 20 for i in first.tolist())
     assert not torch.equal(first, select_for_memory(20, 5, seed=4))
     assert torch.equal(select_for_memory(3, 5, seed=3), torch.arange(3))
-    er = ER(SimpleNamespace(image_size=2, recipe=Recipe(seed=7), options={"er_per_task": 2, "er_batch_size": 32}))
+    er = ER(SimpleNamespace(image_size=2, recipe=Recipe(seed=7), options={"er_per_task": 2, "er_batch_size": 32},
+                            shared_bn="drift"))
     for position in range(2):
         images = torch.arange(4 * 12, dtype=torch.uint8).reshape(4, 3, 2, 2) + position
         tensors = SimpleNamespace(train_images=images, train_labels=torch.tensor([0, 1, 2, 3]))

@@ -302,6 +302,7 @@ DESCRIBED_DEFAULTS = {
     "--method": (f"`{network.DEFAULT_METHOD}`", None),
     "--arch": (f"`{DEFAULT_ARCH}`", None),
     "--weights": (f"`{DEFAULT_WEIGHTS}`", None),
+    "--shared-bn": (f"`{network.methods.DRIFT}`", None),  # None: drift, or what PSP and PackNet fix
     "--eval-batch-size": ("16 on CPU, 256 on CUDA", None),
     "--image-size": (str(main.DEFAULT_IMAGE_SIZE), None),
     "--seed": ("0", None),

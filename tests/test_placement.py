@@ -11,7 +11,7 @@ from continual import IMPLEMENTATIONS
 from continual.packnet import OwnedWeightsConv
 from continual.psp import ContextConv
 from network import (REGISTRY, Family, MultiHeadModel, build_model, classifier_name, feature_extractor, load_backbone,
-                     method_options, parameter_cost, task_state)
+                     method_options, parameter_cost, task_state, shared_bn_of)
 from network.layers import NORM_LAYERS, ReprogrammedConv
 from network.masks import piggyback_conv
 from training.settings import Recipe
@@ -170,7 +170,7 @@ def test_every_method_runs_on_other_networks_or_refuses_in_one_line(arch):
             model = build_model(backbone, method, 3)
         else:
             ctx = SimpleNamespace(backbone=backbone, recipe=Recipe(), options=method_options(method), device="cpu",
-                                  image_size=32)
+                                  image_size=32, shared_bn=shared_bn_of(method, None))
             model = IMPLEMENTATIONS[method](ctx).build_model()
             model.add_head(3)
         model.train()

@@ -37,21 +37,21 @@ def one_weight_model(values: list[float]):
     """A 'model' of one backbone tensor, as SI sees a MultiHeadModel."""
     weight = nn.Parameter(torch.tensor(values))
     return weight, SimpleNamespace(named_parameters=lambda: [("w", weight)],
-                                   backbone_named_parameters=lambda: [("w", weight)])
+                                   backbone_named_parameters=lambda: [("w", weight)], heads=nn.ModuleList())
 
 
 def test_si_importance_is_the_path_integral_of_the_task_loss():
-    si = SI(SimpleNamespace(device=torch.device("cpu"), options={"si_c": 0.5, "si_xi": 0.1}))
+    si = SI(SimpleNamespace(device=torch.device("cpu"), options={"si_c": 0.5, "si_xi": 0.1}, shared_bn="drift"))
     weight, model = one_weight_model([1.0, -2.0])
     target = torch.tensor([3.0, 0.5])
     optimizer = torch.optim.SGD([weight], lr=0.1)
-    si.before_task(model, None)
+    si.before_task(model, SimpleNamespace(position=0))
     for _ in range(3):  # loss |w - t|^2: g = 2 (w - t), and plain SGD shrinks w - t by 1 - 2 lr = 0.8 a step
         optimizer.zero_grad()
         ((weight - target) ** 2).sum().backward()
         optimizer.step()
         si.after_step(model)
-    si.after_task(model, None)
+    si.after_task(model, SimpleNamespace(position=0))
     start_gap = torch.tensor([1.0 - 3.0, -2.0 - 0.5])
     path = 0.1 * 4 * start_gap ** 2 * (1 + 0.8 ** 2 + 0.8 ** 4)  # -sum g dw = lr sum g^2
     change = (0.8 ** 3 - 1) * start_gap
@@ -59,7 +59,7 @@ def test_si_importance_is_the_path_integral_of_the_task_loss():
 
     # the second task trains with SI's penalty, but omega follows the task's own loss only
     importance, anchor = si.importance["w"].clone(), weight.detach().clone()
-    si.before_task(model, None)
+    si.before_task(model, SimpleNamespace(position=1))
     target, recorded = torch.tensor([-1.0, 2.0]), torch.zeros(2)
     for _ in range(3):
         before = weight.detach().clone()
@@ -86,7 +86,8 @@ def test_context_conv_is_the_paper_linear_map_on_each_patch():
 
 
 def psp_model(seed: int = 0):
-    psp = PSP(SimpleNamespace(backbone=load_backbone("resnet18", "none"), recipe=Recipe(seed=seed)))
+    psp = PSP(SimpleNamespace(backbone=load_backbone("resnet18", "none"), recipe=Recipe(seed=seed),
+                              shared_bn="per-task"))
     return psp, psp.build_model()
 
 

@@ -32,6 +32,7 @@ class Context:
     workers: int = 0  # processes that decode images
     options: dict[str, int | float] = field(default_factory=dict)  # the method's own hyper-parameters
     tuning: dict | None = None  # how --tune chose the rate and options (continual.tuning); None: not tuned
+    shared_bn: str | None = None  # a shared backbone's BN from task to task (network.methods.SHARED_BN); None: isolated
 
     @property
     def device(self) -> torch.device:

@@ -85,6 +85,9 @@ class TaskRecord:
     history: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, train_acc, val_acc
     shared_backbone: bool = False  # learnt on a backbone that later tasks moved on
     preprocess: dict | None = None  # the input normalisation it was trained with (network.InputConfig; None: older)
+    # the task after which ``state`` was written: its own, or a later one where the method trains earlier heads (LwF,
+    # ER); None: a file from before 2026-12-04, written after its own task
+    state_after: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -116,4 +119,4 @@ def task_record(sample: TaskSample, config: dict, preprocess: dict, state: dict[
                       val_images=len(sample.val), trainable_params=trainable,
                       percent_of_backbone=100 * trainable / backbone_parameters,
                       stored_bytes=state_bytes(state) + extra_bytes, history=progress.history,
-                      shared_backbone=shared_backbone, preprocess=preprocess)
+                      shared_backbone=shared_backbone, preprocess=preprocess, state_after=task.name)

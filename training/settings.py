@@ -45,6 +45,7 @@ class MethodSettings:
     arch: str
     weights: str
     options: dict[str, int | float]
+    shared_bn: str | None = None  # what a shared backbone's BN does (network.methods.SHARED_BN); None: isolated
 
 
 @dataclass(frozen=True)
