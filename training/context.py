@@ -9,6 +9,7 @@ from dataset.loader import DeviceBatches
 from dataset.preprocess import TaskTensors, load_task_tensors
 from dataset.sources import DataSource
 from dataset.task import TaskInfo, TaskSample
+from network import LayerPolicy
 from network.backbone import InputConfig
 from training.record import manifest_sha256
 from training.settings import Layout, Recipe, Runtime
@@ -31,6 +32,7 @@ class Context:
     cache_dir: Path | None = None  # None: decode every task afresh and cache nothing
     workers: int = 0  # processes that decode images
     options: dict[str, int | float] = field(default_factory=dict)  # the method's own hyper-parameters
+    policy: LayerPolicy | None = None  # an isolated method's norm policy and CLR placement (None: its own, or none)
 
     @property
     def device(self) -> torch.device:
@@ -77,7 +79,8 @@ class Context:
         return {"method": self.method, "arch": self.arch, "backbone": self.backbone_id,
                 "num_classes": sample.num_classes, "image_size": self.image_size, "epochs": r.epochs,
                 "batch_size": r.batch_size, "lr": r.lr, "norm_penalty": r.norm_penalty, "patience": r.patience,
-                "seed": r.seed, **self.options, "manifest_sha256": manifest_sha256(sample)}
+                "seed": r.seed, **self.options, **(self.policy.as_config() if self.policy else {}),
+                "manifest_sha256": manifest_sha256(sample)}
 
 
 def bn_needs_two_images(image_size: int) -> bool:
