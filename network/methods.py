@@ -56,7 +56,7 @@ class LayerPolicy:
     def trains_norm_statistics(self) -> bool:
         return self.norm == "train"
 
-    def keeps_conv(self, conv: nn.Conv2d) -> bool:
+    def skips_kernel_after(self, conv: nn.Conv2d) -> bool:
         """Whether CLR puts no kernel after ``conv``: a depthwise conv (one spatial filter per channel) under
         skip-depthwise."""
         return self.clr_placement == "skip-depthwise" and is_depthwise(conv)
@@ -126,7 +126,7 @@ class MethodSpec:
 def _clr(after_spatial: int | None, after_pointwise: int | None) -> Reprogram:
     """CLR's placement: a depthwise kernel of the first size after each conv with a spatial kernel (stem, 3x3, 5x5,
     7x7, depthwise included; --clr-placement skip-depthwise then leaves the depthwise convs out, see
-    ``LayerPolicy.keeps_conv``), of the second size after each 1x1 conv; None: no CLR layer there."""
+    ``LayerPolicy.skips_kernel_after``), of the second size after each 1x1 conv; None: no CLR layer there."""
     def reprogram(conv: nn.Conv2d, options: dict) -> nn.Module | None:
         kernel_size = after_pointwise if conv.kernel_size == (1, 1) else after_spatial
         return None if kernel_size is None else ReprogrammedConv(conv, kernel_size)

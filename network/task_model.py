@@ -151,14 +151,15 @@ def build_model(backbone: nn.Module, method: str, num_classes: int, options: dic
     values = method_options(method, options)
     policy = policy or spec.layers.policy()
     if spec.layers.policy(policy.norm, policy.clr_placement) != policy:
-        raise NetworkError(f"--method {method} cannot take --norm {policy.norm} --clr-placement "
-                           f"{policy.clr_placement}: its own is {spec.layers.policy()}")
+        raise NetworkError(f"--method {method} cannot take --norm {policy.norm} with --clr-placement "
+                           f"{policy.clr_placement} (docs/methods.md: norm policy and CLR placement)")
     arch = arch_of(backbone)
     implied(spec, "--arch", arch, spec.arch, arch)  # li18 / li50 refuse any other architecture
     head_name = classifier_name(backbone)
     network = copy.deepcopy(backbone)
     if spec.layers.reprogram is not None:
-        replace_convs(network, lambda conv: None if policy.keeps_conv(conv) else spec.layers.reprogram(conv, values))
+        replace_convs(network, lambda conv: None if policy.skips_kernel_after(conv)
+                      else spec.layers.reprogram(conv, values))
     if not spec.layers.affine_norm:
         _drop_norm_affine(network)
     old_head = network.get_submodule(head_name)
