@@ -34,9 +34,9 @@ from dataset.synthetic import DEMO_TASKS, ensure_synthetic_dct
 from dataset.task import TaskInfo, TaskSample
 from inference import predict as prediction
 from inference.mapper import task_anchor
-from network import (DEFAULT_METHOD, METHOD_SETS, METHODS, REGISTRY, Family, all_options, backbone_choice,
-                     backbone_id, check_arch, check_shared_bn, expand_methods, input_config, load_backbone,
-                     method_spec, options_of_methods, shared_bn_of)
+from network import (CLR_PLACEMENTS, DEFAULT_METHOD, METHOD_SETS, METHODS, NORM_POLICIES, REGISTRY, Family,
+                     all_options, backbone_choice, backbone_id, check_arch, check_shared_bn, expand_methods,
+                     input_config, load_backbone, method_spec, options_of_methods, policies_of_methods, shared_bn_of)
 from network.backbone import DEFAULT_ARCH, TIMM_PREFIX
 from network.methods import SHARED_BN
 from report import add_arguments as add_report_arguments
@@ -95,6 +95,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                        "freeze (from the second task on, BN stays in eval mode: its statistics stay as the first task "
                        "left them, its affine pair trains; FACIL's --fix-bn), per-task (each task keeps its own "
                        "statistics and affine pair, stored with its head). PSP and PackNet always keep BN per task")
+    model.add_argument("--norm", choices=NORM_POLICIES, help="what each task does with the backbone's norm layers, "
+                       "for the methods that train them but not every weight (the CLR variants, Ghost_a, Piggyback): "
+                       "train (default, the release's: affine and running statistics the task's, BN in train mode "
+                       "with batch statistics), frozen (the backbone's, BN in eval mode, as Linear keeps them) or "
+                       "affine (the affine pair the task's and trained, the backbone's statistics, BN in eval mode)")
+    model.add_argument("--clr-placement", choices=CLR_PLACEMENTS, help="where the CLR variants put their kernels "
+                       "among the convs with a spatial kernel: every (default, the release's: after each one) or "
+                       "skip-depthwise (not after a depthwise conv, which already filters each channel on its own; "
+                       "no change on a ResNet)")
 
     recipe = parser.add_argument_group("training recipe (defaults: the release's)")
     recipe.add_argument("--epochs", type=number(int), default=60, help="at most this many epochs (default 60)")
@@ -150,6 +159,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.predict is not None:
         if args.method and (len(args.method) > 1 or args.method[0] in METHOD_SETS):
             parser.error("--predict takes one --method: the method whose tasks classify the images")
+        if args.norm is not None or args.clr_placement is not None:
+            parser.error("--predict rebuilds each task with the --norm and --clr-placement it was trained with: "
+                         "leave them out")
         args.method = args.method[0] if args.method else None
         return args
     if args.data is None and not (args.report and args.no_verify):
@@ -204,8 +216,9 @@ def method_settings(args: argparse.Namespace) -> list[MethodSettings]:
     options = options_of_methods(methods, {name: getattr(args, name) for name, _ in all_options()
                                            if getattr(args, name) is not None})
     check_shared_bn(methods, args.shared_bn)
+    policies = policies_of_methods(methods, args.norm, args.clr_placement)
     settings = [MethodSettings(method, *backbone_choice(method, args.arch, args.weights), options[method],
-                               shared_bn_of(method, args.shared_bn)) for method in methods]
+                               policies[method], shared_bn_of(method, args.shared_bn)) for method in methods]
     for arch in dict.fromkeys(choice.arch for choice in settings):
         check_arch(arch)
     return settings
@@ -292,7 +305,8 @@ def run_contexts(args: argparse.Namespace, source: DataSource, layouts: dict[int
                                     backbone_id=backbone_id(*key), image_size=args.image_size,
                                     input=input_config(choice.arch), source=source, recipe=recipe, runtime=runtime,
                                     layout=layout, cache_dir=None if args.no_cache else args.cache_dir,
-                                    workers=args.workers, options=choice.options, shared_bn=choice.shared_bn))
+                                    workers=args.workers, options=choice.options, policy=choice.policy,
+                                    shared_bn=choice.shared_bn))
     return contexts
 
 

@@ -6,9 +6,10 @@ from network.backbone import (DEFAULT_ARCH, RESNETS, TIMM_PREFIX, InputConfig, a
                               weights_of)
 from network.bits import pack_bits, state_bytes, unpack_bits
 from network.layers import replace_convs
-from network.methods import (DEFAULT_METHOD, METHOD_SETS, METHODS, REGISTRY, Family, MethodSpec, all_options,
-                             backbone_choice, check_shared_bn, expand_methods, method_options, method_spec,
-                             methods_of, options_of_methods, shared_bn_of)
+from network.methods import (CLR_PLACEMENTS, DEFAULT_METHOD, METHOD_SETS, METHODS, NORM_POLICIES, REGISTRY, Family,
+                             LayerPolicy, MethodSpec, all_options, backbone_choice, check_shared_bn, expand_methods,
+                             method_options, method_spec, methods_of, options_of_methods, policies_of_methods,
+                             shared_bn_of)
 from network.multihead import MultiHeadModel
 from network.state import ParameterCost, load_task_state, parameter_cost, stored_state, task_state
 from network.task_model import TaskModel, TrainableModel, build_model
@@ -17,6 +18,7 @@ __all__ = ["reprogram", "save_task", "load_task", "DEFAULT_ARCH", "RESNETS", "TI
            "check_arch", "classifier_name", "feature_extractor", "input_config", "arch_of", "parameter_count",
            "load_backbone", "backbone_id", "weights_of", "pack_bits", "unpack_bits", "state_bytes", "replace_convs",
            "DEFAULT_METHOD", "METHOD_SETS", "METHODS", "REGISTRY", "Family", "MethodSpec", "all_options",
+           "CLR_PLACEMENTS", "NORM_POLICIES", "LayerPolicy", "policies_of_methods",
            "backbone_choice", "check_shared_bn", "expand_methods", "method_options", "method_spec", "methods_of",
            "options_of_methods", "shared_bn_of",
            "MultiHeadModel", "ParameterCost", "load_task_state", "parameter_cost", "stored_state", "task_state",

@@ -11,7 +11,8 @@ from torch.func import functional_call
 # any dimension and its subclasses (timm's BatchNormAct2d), LayerNorm (ConvNeXt's channels-first LayerNorm2d
 # subclasses it), GroupNorm, RMSNorm.
 NORM_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
-NORM_TENSORS = ("weight", "bias", "running_mean", "running_var")  # num_batches_tracked is never used
+NORM_STATISTICS = ("running_mean", "running_var")
+NORM_TENSORS = ("weight", "bias", *NORM_STATISTICS)  # num_batches_tracked is never used
 
 
 def norm_tensors(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -34,14 +34,68 @@ Reprogram = Callable[[nn.Conv2d, dict], "nn.Module | None"]
 """What a frozen conv becomes for a task, given the method's options (None: the conv stays as it is)."""
 
 
+NORM_POLICIES = ("train", "frozen", "affine")
+"""What a task does with the backbone's norm layers. train: affine and running statistics the task's, BN in train
+mode with batch statistics (the release's); frozen: the backbone's, BN in eval mode while training; affine: the
+affine pair the task's and trained, the statistics the backbone's (BN in eval mode)."""
+CLR_PLACEMENTS = ("every", "skip-depthwise")
+"""Where CLR's kernels go among the spatial convs: after every one (the release's), or not after a depthwise conv,
+which already filters each channel on its own."""
+
+
+@dataclass(frozen=True)
+class LayerPolicy:
+    """A task's norm policy and CLR placement: they change what the task computes and stores, so a task records them
+    and is rebuilt with them."""
+
+    norm: str = "train"  # one of NORM_POLICIES
+    clr_placement: str = "every"  # one of CLR_PLACEMENTS
+
+    def as_config(self) -> dict[str, str]:
+        """The keys a task's record holds them under."""
+        return {"norm": self.norm, "clr_placement": self.clr_placement}
+
+    @property
+    def owns_norm_layers(self) -> bool:
+        """The norm layers' affine pairs (or, without them, SupSup's statistics) are the task's."""
+        return self.norm != "frozen"
+
+    @property
+    def trains_norm_statistics(self) -> bool:
+        return self.norm == "train"
+
+    def skips_kernel_after(self, conv: nn.Conv2d) -> bool:
+        """Whether CLR puts no kernel after ``conv``: a depthwise conv (one spatial filter per channel) under
+        skip-depthwise."""
+        return self.clr_placement == "skip-depthwise" and is_depthwise(conv)
+
+
+def is_depthwise(conv: nn.Conv2d) -> bool:
+    """A depthwise conv: one spatial filter per channel (groups == in_channels == out_channels, kernel over 1x1)."""
+    return conv.groups == conv.in_channels == conv.out_channels and conv.kernel_size != (1, 1)
+
+
 @dataclass(frozen=True)
 class TaskLayers:
     """What an isolated method does to the backbone, and which of its tensors a task owns."""
 
     reprogram: Reprogram | None = None  # None: every conv stays
-    trains_norm: bool = True  # the norm layers' affine and running statistics are the task's; BN in train mode
+    norm: str = "train"  # the method's own norm policy (NORM_POLICIES); Linear, li18 and li50 keep BN frozen
     trains_all: bool = False  # every weight is the task's: one full model per task
     affine_norm: bool = True  # False: norm layers lose their affine pair (SupSup); statistics stay the task's
+    clr_kernels: bool = False  # its layers are CLR's kernels, placed as --clr-placement says
+
+    @property
+    def chooses_norm(self) -> bool:
+        """--norm applies: the task trains its norm layers but not every weight, and they have an affine pair (a
+        full model trains everything; Linear, li18 and li50 keep BN frozen; SupSup's BN has no affine pair)."""
+        return self.norm == "train" and not self.trains_all and self.affine_norm
+
+    def policy(self, norm: str | None = None, clr_placement: str | None = None) -> LayerPolicy:
+        """The policy a task of this method uses: ``norm`` and ``clr_placement`` where they apply (None: the
+        default), else the method's own."""
+        return LayerPolicy(norm if norm is not None and self.chooses_norm else self.norm,
+                           clr_placement if clr_placement is not None and self.clr_kernels else "every")
 
 
 @dataclass(frozen=True)
@@ -90,7 +144,8 @@ class MethodSpec:
 
 def _clr(after_spatial: int | None, after_pointwise: int | None) -> Reprogram:
     """CLR's placement: a depthwise kernel of the first size after each conv with a spatial kernel (stem, 3x3, 5x5,
-    7x7, depthwise included), of the second size after each 1x1 conv; None: no CLR layer there."""
+    7x7, depthwise included; --clr-placement skip-depthwise then leaves the depthwise convs out, see
+    ``LayerPolicy.skips_kernel_after``), of the second size after each 1x1 conv; None: no CLR layer there."""
     def reprogram(conv: nn.Conv2d, options: dict) -> nn.Module | None:
         kernel_size = after_pointwise if conv.kernel_size == (1, 1) else after_spatial
         return None if kernel_size is None else ReprogrammedConv(conv, kernel_size)
@@ -121,23 +176,24 @@ ISOLATED, SHARED = Family.ISOLATED, Family.SHARED
 
 _SPECS = [
     MethodSpec("Ghost_reduced_v1", ISOLATED, "a depthwise 3x3 after the stem and every conv with a spatial kernel, "
-               "every norm layer, a head", _CLR_PAPER, paper_name="CLR", layers=TaskLayers(_clr(3, None))),
+               "every norm layer, a head", _CLR_PAPER, paper_name="CLR",
+               layers=TaskLayers(_clr(3, None), clr_kernels=True)),
     MethodSpec("Ghost", ISOLATED, "a depthwise 3x3 after every conv, every norm layer, a head", _CLR_PAPER,
-               paper_name="CLR-Full", layers=TaskLayers(_clr(3, 3))),
+               paper_name="CLR-Full", layers=TaskLayers(_clr(3, 3), clr_kernels=True)),
     MethodSpec("Ghost_reduced_v2", ISOLATED, "CLR, plus one scale per channel after every 1x1 conv", _RELEASE,
-               layers=TaskLayers(_clr(3, 1))),
+               layers=TaskLayers(_clr(3, 1), clr_kernels=True)),
     MethodSpec("Linear", ISOLATED, "the head only (the backbone and its norm layers frozen)",
-               "the linear probe of the CLR release", layers=TaskLayers(trains_norm=False)),
+               "the linear probe of the CLR release", layers=TaskLayers(norm="frozen")),
     MethodSpec("Finetune", ISOLATED, "every weight: one full model per task", "fine-tuning, as in the CLR release",
                layers=TaskLayers(trains_all=True)),
     MethodSpec("Ghost_a", ISOLATED, "gated CLR after every conv: conv + gate x depthwise 3x3, every norm layer, a "
                "head", _RELEASE, layers=TaskLayers(_every_conv(GatedConv))),
     MethodSpec("li18", ISOLATED, "a residual 1x1 adapter beside every conv, a head (norm layers frozen)",
                "residual adapters (Rebuffi et al., NeurIPS 2017), as in the CLR release", arch="resnet18",
-               layers=TaskLayers(_every_conv(AdaptedConv), trains_norm=False)),
+               layers=TaskLayers(_every_conv(AdaptedConv), norm="frozen")),
     MethodSpec("li50", ISOLATED, "li18's adapters on ResNet-50", "residual adapters (Rebuffi et al., NeurIPS 2017), "
                "as in the CLR release", arch="resnet50",
-               layers=TaskLayers(_every_conv(AdaptedConv), trains_norm=False)),
+               layers=TaskLayers(_every_conv(AdaptedConv), norm="frozen")),
     MethodSpec("Resnet_Scratch", ISOLATED, "every weight, from a random init", "training from scratch, as in the CLR "
                "release", weights="none", layers=TaskLayers(trains_all=True)),
     MethodSpec("Piggyback", ISOLATED, "a binary mask per conv weight of the pretrained backbone (stored at one bit "
@@ -321,6 +377,22 @@ def options_of_methods(methods: list[str], given: dict[str, int | float]) -> dic
                                    f"among the methods chosen ({', '.join(methods)})")
     return {method: method_options(method, {name: value for name, value in given.items()
                                             if len(methods) == 1 or owner_of(name) == method})
+            for method in methods}
+
+
+def policies_of_methods(methods: list[str], norm: str | None,
+                        clr_placement: str | None) -> dict[str, LayerPolicy | None]:
+    """Each method's layer policy (None for a shared-backbone method, which has no task model): ``norm`` and
+    ``clr_placement`` (None: not given) apply to every method they fit, and are refused where they fit none."""
+    isolated = [REGISTRY[method].layers for method in methods if REGISTRY[method].layers is not None]
+    for flag, given, fits, takers in (("--norm", norm, "chooses_norm", "the methods that train their norm layers "
+                                       "but not every weight"),
+                                      ("--clr-placement", clr_placement, "clr_kernels", "the CLR variants")):
+        if given is not None and not any(getattr(layers, fits) for layers in isolated):
+            names = ", ".join(name for name, spec in REGISTRY.items() if spec.layers and getattr(spec.layers, fits))
+            raise NetworkError(f"{flag} applies to {takers} ({names}), none of which is among the methods chosen "
+                               f"({', '.join(methods)})")
+    return {method: REGISTRY[method].layers.policy(norm, clr_placement) if REGISTRY[method].layers else None
             for method in methods}
 
 

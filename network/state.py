@@ -7,7 +7,7 @@ from common.errors import NetworkError
 from network.bits import pack_bits, unpack_bits
 from network.task_model import TaskModel
 from network.errors import describe_key_difference
-from network.layers import NORM_LAYERS, norm_tensors
+from network.layers import NORM_LAYERS, NORM_STATISTICS, norm_tensors
 from network.masks import MaskedConv
 
 _SCORES, _MASK_BITS = "scores", "mask_bits"  # a masked conv's state: its training form, its stored form
@@ -90,12 +90,14 @@ def _masked_convs(model: TaskModel) -> dict[str, MaskedConv]:
 
 def _task_tensors(model: TaskModel) -> dict[str, torch.Tensor]:
     """The live task-specific tensors by state-dict name; BN's num_batches_tracked is left out (unused). ``model`` is a
-    TaskModel or the shared-backbone model."""
+    TaskModel or the shared-backbone model. Under --norm affine a norm layer's statistics stay the backbone's."""
+    statistics = not isinstance(model, TaskModel) or model.policy.trains_norm_statistics
     tensors = {}
     for prefix, module in model.task_modules():
         named = list(module.named_parameters(recurse=False))
-        if isinstance(module, NORM_LAYERS):
-            named = list(norm_tensors(module).items())  # the affine pair as above, then any running statistics
+        if isinstance(module, NORM_LAYERS):  # the affine pair as above, then any running statistics
+            named = [(name, tensor) for name, tensor in norm_tensors(module).items()
+                     if statistics or name not in NORM_STATISTICS]
         for name, tensor in named:
             tensors[f"{prefix}.{name}" if prefix else name] = tensor
     return tensors

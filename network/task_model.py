@@ -12,7 +12,7 @@ from common.errors import NetworkError
 from network.backbone import arch_of, classifier_name, parameter_count
 from network.layers import NORM_LAYERS, GatedConv, TaskConv, freeze_norm_statistics, replace_convs
 from network.masks import MaskedConv
-from network.methods import implied, method_options, method_spec
+from network.methods import LayerPolicy, implied, method_options, method_spec
 
 
 class TrainableModel(Protocol):
@@ -49,6 +49,7 @@ class TaskModel(nn.Module):
     head_name: str  # the classifier's module name, where the task's head is
     backbone_parameters: int  # of the plain backbone, for parameter_cost
     mask_lr: float | None  # the masks' scores' own learning rate (None: the run's)
+    policy: LayerPolicy  # its norm policy and CLR placement
 
     @property
     def task_head(self) -> nn.Linear:
@@ -65,20 +66,21 @@ class TaskModel(nn.Module):
         return taken[0]
 
     def train(self, mode: bool = True) -> "TaskModel":
-        """BN uses batch statistics while training, except where the method freezes it (Linear, li18, li50),
-        as the release does by training those in eval mode."""
+        """BN uses batch statistics while training, except where the task keeps the backbone's statistics (Linear,
+        li18, li50, and --norm frozen or affine), as the release does by training Linear in eval mode."""
         super().train(mode)
-        if not method_spec(self.method).layers.trains_norm:
+        if not self.policy.trains_norm_statistics:
             freeze_norm_statistics(self)
         return self
 
     def task_modules(self) -> Iterator[tuple[str, nn.Module]]:
-        """(name, module) of each module whose own parameters, and norm running statistics, belong to this task."""
+        """(name, module) of each module whose own parameters, and norm running statistics where the policy trains
+        them, belong to this task."""
         layers = method_spec(self.method).layers
         head = self.task_head
         for name, module in self.named_modules():
             if (module is head or layers.trains_all or isinstance(module, (TaskConv, GatedConv, MaskedConv))
-                    or (layers.trains_norm and isinstance(module, NORM_LAYERS))):
+                    or (self.policy.owns_norm_layers and isinstance(module, NORM_LAYERS))):
                 yield name, module
 
     def penalised_parameters(self) -> list[nn.Parameter]:
@@ -124,11 +126,11 @@ def _mixed_class(mixin: type, network_class: type) -> type:
                 {"__module__": __name__, "mixed_into": network_class})
 
 
-_TASK_MODEL_MEMBERS = ("method", "arch", "head_name", "backbone_parameters", "mask_lr")  # set on each task model
+_TASK_MODEL_MEMBERS = ("method", "arch", "head_name", "backbone_parameters", "mask_lr", "policy")  # set on each
 
 
-def build_model(backbone: nn.Module, method: str, num_classes: int,
-                options: dict[str, int | float] | None = None) -> TaskModel:
+def build_model(backbone: nn.Module, method: str, num_classes: int, options: dict[str, int | float] | None = None,
+                policy: LayerPolicy | None = None) -> TaskModel:
     """A new model for one task, in eval mode; ``backbone`` itself is never modified.
 
     It starts from a copy of the backbone (its norm layers' parameters and statistics included), the method's fresh
@@ -136,7 +138,8 @@ def build_model(backbone: nn.Module, method: str, num_classes: int,
     require gradients. Layers with PyTorch's
     default init (Ghost_a, li18, li50, SupSup's scores) and the head draw on the global random state: seed it
     first. ``options`` are the method's hyper-parameters, checked against the registry (default: its defaults);
-    training needs them, a saved task does not (its state holds what they decided).
+    training needs them, a saved task does not (its state holds what they decided). ``policy`` is its norm policy
+    and CLR placement (None: the method's own); a saved task is rebuilt with the one it recorded.
     """
     spec = method_spec(method)
     if spec.layers is None:
@@ -144,12 +147,17 @@ def build_model(backbone: nn.Module, method: str, num_classes: int,
     if num_classes < 1:
         raise NetworkError(f"a task needs at least one class, got {num_classes}")
     values = method_options(method, options)
+    policy = policy or spec.layers.policy()
+    if spec.layers.policy(policy.norm, policy.clr_placement) != policy:
+        raise NetworkError(f"--method {method} cannot take --norm {policy.norm} with --clr-placement "
+                           f"{policy.clr_placement} (docs/methods.md: norm policy and CLR placement)")
     arch = arch_of(backbone)
     implied(spec, "--arch", arch, spec.arch, arch)  # li18 / li50 refuse any other architecture
     head_name = classifier_name(backbone)
     network = copy.deepcopy(backbone)
     if spec.layers.reprogram is not None:
-        replace_convs(network, lambda conv: spec.layers.reprogram(conv, values))
+        replace_convs(network, lambda conv: None if policy.skips_kernel_after(conv)
+                      else spec.layers.reprogram(conv, values))
     if not spec.layers.affine_norm:
         _drop_norm_affine(network)
     old_head = network.get_submodule(head_name)
@@ -160,6 +168,7 @@ def build_model(backbone: nn.Module, method: str, num_classes: int,
     model.method, model.arch, model.num_classes, model.head_name = method, arch, num_classes, head_name
     model.backbone_parameters = parameter_count(backbone)
     model.mask_lr = values[spec.mask_lr_option] if spec.mask_lr_option else None
+    model.policy = policy
     model.requires_grad_(False)
     for _, module in model.task_modules():
         for parameter in module.parameters(recurse=False):

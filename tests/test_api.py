@@ -8,7 +8,7 @@ import torch
 from torchvision.models import mobilenet_v3_small, resnet18, resnet34
 
 from common.errors import NetworkError
-from network import load_task, parameter_count, reprogram, save_task
+from network import LayerPolicy, load_task, parameter_count, reprogram, save_task
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,3 +49,22 @@ def test_load_task_refuses_what_save_task_did_not_write(tmp_path):
     save_task(reprogram(resnet18(), 4), tmp_path / "task.pt")
     with pytest.raises(NetworkError, match=r"^task state is for a different method or architecture"):
         load_task(resnet34(), tmp_path / "task.pt")
+
+
+def test_a_task_saved_with_a_policy_loads_with_it_and_an_older_file_with_the_methods_own(tmp_path):
+    model = mobilenet_v3_small().eval()
+    task = reprogram(model, 4, policy=LayerPolicy("affine", "skip-depthwise"))
+    with torch.no_grad():
+        for parameter in task.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.01 * torch.randn_like(parameter))
+    save_task(task, tmp_path / "task.pt")
+    loaded = load_task(model, tmp_path / "task.pt")
+    images = torch.randn(2, 3, 64, 64)
+    assert loaded.policy == LayerPolicy("affine", "skip-depthwise")
+    assert torch.equal(loaded.eval()(images), task.eval()(images))
+    saved = torch.load(tmp_path / "task.pt", weights_only=True)
+    del saved["policy"]
+    torch.save(saved, tmp_path / "older.pt")
+    with pytest.raises(NetworkError, match=r"^task state is for a different method or architecture"):
+        load_task(model, tmp_path / "older.pt")  # read as the method's own policy, which this state does not fit

@@ -303,6 +303,8 @@ DESCRIBED_DEFAULTS = {
     "--arch": (f"`{DEFAULT_ARCH}`", None),
     "--weights": (f"`{DEFAULT_WEIGHTS}`", None),
     "--shared-bn": (f"`{network.methods.DRIFT}`", None),  # None: drift, or what PSP and PackNet fix
+    "--norm": ("the method's own: `train`", None),  # None: each method's own policy (Linear's is frozen)
+    "--clr-placement": ("the method's own: `every`", None),
     "--eval-batch-size": ("16 on CPU, 256 on CUDA", None),
     "--image-size": (str(main.DEFAULT_IMAGE_SIZE), None),
     "--seed": ("0", None),

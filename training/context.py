@@ -9,6 +9,7 @@ from dataset.loader import DeviceBatches
 from dataset.preprocess import TaskTensors, load_task_tensors
 from dataset.sources import DataSource
 from dataset.task import TaskInfo, TaskSample
+from network import LayerPolicy
 from network.backbone import InputConfig
 from training.record import manifest_sha256
 from training.settings import Layout, Recipe, Runtime
@@ -33,6 +34,7 @@ class Context:
     options: dict[str, int | float] = field(default_factory=dict)  # the method's own hyper-parameters
     tuning: dict | None = None  # how --tune chose the rate and options (continual.tuning); None: not tuned
     shared_bn: str | None = None  # a shared backbone's BN from task to task (network.methods.SHARED_BN); None: isolated
+    policy: LayerPolicy | None = None  # an isolated method's norm policy and CLR placement (None: its own, or none)
 
     @property
     def device(self) -> torch.device:
@@ -79,7 +81,8 @@ class Context:
         return {"method": self.method, "arch": self.arch, "backbone": self.backbone_id,
                 "num_classes": sample.num_classes, "image_size": self.image_size, "epochs": r.epochs,
                 "batch_size": r.batch_size, "lr": r.lr, "norm_penalty": r.norm_penalty, "patience": r.patience,
-                "seed": r.seed, **self.options, **({"tuning": self.tuning} if self.tuning else {}),
+                "seed": r.seed, **self.options, **(self.policy.as_config() if self.policy else {}),
+                **({"tuning": self.tuning} if self.tuning else {}),
                 "manifest_sha256": manifest_sha256(sample)}
 
 

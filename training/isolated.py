@@ -36,7 +36,7 @@ def train_isolated_task(ctx: Context, sample: TaskSample) -> TaskRecord:
     train = ctx.batches(tensors.train_images, tensors.train_labels, recipe.batch_size, shuffle=True, seed=seed,
                         min_last_batch=ctx.min_last_train_batch)
     val = ctx.batches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, shuffle=False)
-    model = build_task_model(ctx.backbone, ctx.method, sample.num_classes, ctx.runtime, ctx.options)
+    model = build_task_model(ctx.backbone, ctx.method, sample.num_classes, ctx.runtime, ctx.options, ctx.policy)
     cost = parameter_cost(model)
     log.info("label map (class -> label): %s", sample.label_map)
     log.info("task-specific parameters: %d (%.3f%% of the backbone's %d), head %d",

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from common.console import TransientBar
 from dataset.loader import DeviceBatches
-from network import TrainableModel, build_model
+from network import LayerPolicy, TrainableModel, build_model
 from training.settings import Runtime
 
 
@@ -23,10 +23,11 @@ def build_optimizer(model: TrainableModel, lr: float, runtime: Runtime) -> torch
 
 
 def build_task_model(backbone: torch.nn.Module, method: str, num_classes: int, runtime: Runtime,
-                     options: dict[str, int | float] | None = None) -> torch.nn.Module:
-    """A task's model for ``method`` (with its ``options`` while training; a saved task needs none) on the
-    runtime's device and memory format."""
-    return runtime.prepare(build_model(backbone, method, num_classes, options))
+                     options: dict[str, int | float] | None = None,
+                     policy: LayerPolicy | None = None) -> torch.nn.Module:
+    """A task's model for ``method`` (with its ``options`` while training; a saved task needs none) with its norm
+    policy and CLR placement (a saved task's recorded ones), on the runtime's device and memory format."""
+    return runtime.prepare(build_model(backbone, method, num_classes, options, policy))
 
 
 def l2_norm_penalty(params: list[torch.Tensor]) -> torch.Tensor:

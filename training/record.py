@@ -11,7 +11,7 @@ from common.errors import RunError
 from common.files import save_torch
 from dataset.sources import manifest_text
 from dataset.task import TaskSample
-from network import state_bytes
+from network import METHODS, LayerPolicy, method_spec, state_bytes
 
 if TYPE_CHECKING:
     from training.checkpoints import Progress
@@ -38,9 +38,23 @@ def manifest_sha256(sample: TaskSample) -> str:
     return hashlib.sha256(manifest_text(sample).encode()).hexdigest()[:16]
 
 
+def with_policy(config: dict) -> dict:
+    """An isolated method's task config with its norm policy and CLR placement. A file written before they were
+    recorded has the method's own: the only ones there were."""
+    layers = method_spec(config["method"]).layers if config.get("method") in METHODS else None
+    return config if layers is None else layers.policy().as_config() | config
+
+
+def recorded_policy(config: dict) -> LayerPolicy:
+    """The norm policy and CLR placement a task was trained with, to rebuild its model with."""
+    recorded = with_policy(config)
+    return LayerPolicy(**{key: recorded[key] for key in LayerPolicy().as_config()})
+
+
 def differing_settings(saved: dict, current: dict, purpose: str) -> list[str]:
     """The settings of ``current`` that ``saved`` (a file's config) differs in, for ``purpose`` (a key of
     PURPOSES), as "--option saved (now value)", or "the data" for the images and labels."""
+    saved = with_policy(saved)
     keys = [key for key in PURPOSES[purpose] or current if saved.get(key) != current[key]]
     described = [f"{option_of(key)} {saved.get(key)} (now {current[key]})" for key in keys if key not in DATA_KEYS]
     data = ["the data (its images or labels are not the ones trained on)"] if set(keys) & set(DATA_KEYS) else []

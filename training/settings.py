@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from common.errors import RunError
+from network import LayerPolicy
 
 PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 autocast on CUDA, fp32 on the CPU
 RELEASE_EVAL_BATCH = 16  # the release's evaluation batch, kept on the CPU
@@ -45,6 +46,7 @@ class MethodSettings:
     arch: str
     weights: str
     options: dict[str, int | float]
+    policy: LayerPolicy | None  # an isolated method's norm policy and CLR placement (None: a shared backbone)
     shared_bn: str | None = None  # what a shared backbone's BN does (network.methods.SHARED_BN); None: isolated
 
 
