@@ -75,7 +75,7 @@ def chosen(result: Path, method: str) -> tuple[str, int, float]:
     return words, len(rows), sum(float(row["seconds"]) for row in rows)
 
 
-def main_args(argv: list[str] | None = None) -> argparse.Namespace:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sequence", choices=("six", "demo"), default="six")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
@@ -84,7 +84,7 @@ def main_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-per-class", type=int, help="the six-task sequence keeps this many training images "
                         "per class (default: all, about 64)")
     parser.add_argument("--out", type=Path, default=Path("benchmark_tuning"), help="data, results and weights")
-    return parser.parse_args(argv)
+    return parser
 
 
 def run(args: argparse.Namespace) -> str:
@@ -126,4 +126,4 @@ def run(args: argparse.Namespace) -> str:
 
 
 if __name__ == "__main__":
-    print(run(main_args()))
+    print(run(get_args_parser().parse_args()))
