@@ -111,7 +111,6 @@ class MethodSpec:
     arch: str | None = None  # the one architecture the method is defined on (li18, li50)
     weights: str | None = None  # the one kind of backbone weights it is defined on (a random init)
     layers: TaskLayers | None = None  # the isolated family's layers (None for a shared backbone)
-    mask_lr_option: str | None = None  # the option holding the masks' own Adam rate (Piggyback)
     # what --tune tries (a shared backbone only), one coordinate after another in this order: "lr" (the recipe's Adam
     # rate) first, then the method's own stability option; see continual.tuning
     search: dict[str, tuple[float, ...]] = field(default_factory=dict)
@@ -158,7 +157,7 @@ def _every_conv(layer: Callable[[nn.Conv2d], nn.Module]) -> Reprogram:
 
 def _piggyback(conv: nn.Conv2d, options: dict) -> nn.Module:
     return piggyback_conv(conv, threshold=options["piggyback_threshold"],
-                          score_init=options["piggyback_score_init"])
+                          score_init=options["piggyback_score_init"], lr=options["piggyback_mask_lr"])
 
 
 def _supsup(conv: nn.Conv2d, options: dict) -> nn.Module:
@@ -207,7 +206,7 @@ _SPECS = [
                    "piggyback_mask_lr": Option(1e-4, "Piggyback: Adam learning rate of the scores; norm layers and "
                                                "the head take --lr (default %(default)s, the paper's and its code's "
                                                "LR_MASK)", bounds="(]"),
-               }, mask_lr_option="piggyback_mask_lr", layers=TaskLayers(_piggyback)),
+               }, layers=TaskLayers(_piggyback)),
     MethodSpec("SupSup", ISOLATED, "a supermask per conv of a fixed signed-constant random backbone (one bit per "
                "weight), non-affine norm statistics, a head", "Wortsman et al., Supermasks in Superposition, "
                "NeurIPS 2020", weights="none",
