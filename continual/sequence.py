@@ -37,10 +37,10 @@ def sequence_config(ctx: Context, samples: list[TaskSample]) -> dict:
 
 
 def forget_sequence(ctx: Context, samples: list[TaskSample]) -> None:
-    """--fresh: the selected tasks' files (their later phases' too), and the sequence's own state and matrix."""
+    """--fresh: the selected tasks' files (their other phases' too), and the sequence's own state and matrix."""
     forget_tasks(ctx, samples)
     for sample in samples:
-        for path in later_phase_files(ctx, sample.task):
+        for path in other_phase_files(ctx, sample.task):
             path.unlink()
     ctx.layout.after_task(ctx.method).unlink(missing_ok=True)
     ctx.layout.matrix_csv(ctx.method).unlink(missing_ok=True)
@@ -60,12 +60,12 @@ def numbered(phases: list[Phase]) -> list[tuple[int, Phase]]:
     main = [phase for phase in phases if phase.main]
     if len(main) != 1 or main[0].epochs is not None or main[0].lr is not None:
         raise ValueError(f"a task has one main phase, and it trains with the run's recipe: {phases}")
-    later = itertools.count(MAIN_PHASE + 1)
-    return [(MAIN_PHASE if phase.main else next(later), phase) for phase in phases]
+    others = itertools.count(MAIN_PHASE + 1)
+    return [(MAIN_PHASE if phase.main else next(others), phase) for phase in phases]
 
 
-def later_phase_files(ctx: Context, task: TaskInfo) -> list[Path]:
-    """The files of a task's phases after the main one that are on disk, found without the method's phases (which
+def other_phase_files(ctx: Context, task: TaskInfo) -> list[Path]:
+    """The files of a task's phases other than the main one that are on disk, found without the method's phases (which
     --fresh does not build): a phase writes its metrics file when it starts, and starts only once the phase numbered
     before it has finished, so the numbers on disk run from 2 without a gap."""
     found, number = [], MAIN_PHASE + 1

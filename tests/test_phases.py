@@ -13,7 +13,7 @@ import continual.sequence
 from continual.lwf import LwF
 from continual.method import Method, Phase
 from continual.packnet import PackNet
-from continual.sequence import later_phase_files, learn_phases, numbered, phase_files
+from continual.sequence import other_phase_files, learn_phases, numbered, phase_files
 from network import MultiHeadModel, load_backbone
 from training.settings import Layout, Recipe
 
@@ -82,8 +82,8 @@ def test_fresh_finds_the_files_of_every_later_phase(tmp_path):
     for path in kept + later:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
-    assert sorted(later_phase_files(ctx, TASK)) == sorted(later)
-    assert later_phase_files(ctx, SimpleNamespace(name="shapes")) == []
+    assert sorted(other_phase_files(ctx, TASK)) == sorted(later)
+    assert other_phase_files(ctx, SimpleNamespace(name="shapes")) == []
 
 
 class Toy(Method):
