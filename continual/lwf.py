@@ -3,13 +3,10 @@ heads' outputs on the new task's training images are recorded with the backbone 
 the task trains, the earlier heads' softened outputs (temperature T) are pulled toward those records, summed over the
 earlier tasks, and the earlier heads train with the backbone (the paper's θo), as in the paper. Before that joint
 training the paper's warm-up step trains the new head alone, the backbone and the earlier heads frozen."""
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 
-from continual.method import Method, TaskData
-from continual.sequence import learn_shared_task, second_phase_metrics_path, second_phase_resume_path
+from continual.method import Method, Phase, TaskData
 from network import MultiHeadModel
 from training.context import Context
 
@@ -18,7 +15,7 @@ class LwF(Method):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.recorded: list[torch.Tensor] = []  # per earlier task: its head's logits on every training image
-        self.warming_up = False
+        self.trained_before: tuple[dict[str, bool], bool] = ({}, False)  # before the warm-up: what trained, BN mode
 
     def trains_earlier_heads(self) -> bool:
         return not self.option("lwf_frozen_heads")
@@ -26,28 +23,29 @@ class LwF(Method):
     def before_task(self, model: MultiHeadModel, data: TaskData) -> None:
         super().before_task(model, data)
         self.record(model, data)
-        if data.position and self.option("lwf_warmup_epochs"):
-            self.warm_up(model, data)
 
-    def warm_up(self, model: MultiHeadModel, data: TaskData) -> None:
-        """The paper's warm-up step: the new head alone learns the task (cross-entropy), the backbone with its BN
-        statistics and the earlier heads frozen, through the fit loop with its own resume point and metrics (the
-        task's second pass's files), so a killed run resumes it or, once done, finds it done."""
-        trains = {name: p.requires_grad for name, p in model.named_parameters()}
-        frozen = model.statistics_frozen
+    def phases(self, data: TaskData) -> list[Phase]:
+        """The paper's warm-up step, then the joint training (the main phase). The warm-up trains the new head alone
+        with cross-entropy; the first task has none, as it has no earlier head to keep."""
+        if not (data.position and self.option("lwf_warmup_epochs")):
+            return super().phases(data)
+        warm_up = Phase("warm-up", epochs=self.option("lwf_warmup_epochs"), loss=super().batch_loss,
+                        start=self.train_new_head_alone, end=self.train_as_before)
+        return [warm_up, *super().phases(data)]
+
+    def train_new_head_alone(self, model: MultiHeadModel, data: TaskData) -> None:
+        """The warm-up's setting: the backbone (its BN statistics too, as θs is frozen) and the earlier heads
+        frozen; what trained before is kept for ``train_as_before``."""
+        self.trained_before = {name: p.requires_grad for name, p in model.named_parameters()}, model.statistics_frozen
         model.requires_grad_(False)
         model.heads[data.position].requires_grad_(True)
-        model.statistics_frozen, self.warming_up = True, True
-        ctx = dataclasses.replace(self.ctx, recipe=dataclasses.replace(self.ctx.recipe,
-                                                                       epochs=self.option("lwf_warmup_epochs")))
-        try:
-            learn_shared_task(ctx, model, self, data, {**ctx.task_config(data.sample), "phase": "warm-up"},
-                              resume=second_phase_resume_path(ctx, data.sample.task),
-                              metrics=second_phase_metrics_path(ctx, data.sample.task))
-        finally:
-            for name, p in model.named_parameters():
-                p.requires_grad_(trains[name])
-            model.statistics_frozen, self.warming_up = frozen, False
+        model.statistics_frozen = True
+
+    def train_as_before(self, model: MultiHeadModel, data: TaskData) -> None:
+        """After the warm-up: the tensors and BN statistics train as the base ``before_task`` set them."""
+        trains, model.statistics_frozen = self.trained_before
+        for name, p in model.named_parameters():
+            p.requires_grad_(trains[name])
 
     @torch.inference_mode()
     def record(self, model: MultiHeadModel, data: TaskData) -> None:
@@ -65,8 +63,6 @@ class LwF(Method):
         self.recorded = [torch.cat(logits) for logits in outputs]
 
     def batch_loss(self, model, data, images, labels, index):
-        if self.warming_up:
-            return super().batch_loss(model, data, images, labels, index)
         runtime = self.ctx.runtime
         with runtime.autocast():
             features = model.pooled_features(runtime.model_input(images))

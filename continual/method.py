@@ -1,5 +1,7 @@
 """What a shared-backbone method may change, as hooks around the shared recipe (the pattern of Mammoth's
-``models/``): before a task, the loss of a batch, after a task, and what it carries to the next task."""
+``models/``): before a task, the phases it trains in, the loss of a batch, after a task, and what it carries to the
+next task."""
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +27,34 @@ class TaskData:
     labels: torch.Tensor  # the training labels on the device, looked up by image index
     train: DeviceBatches  # serves image indices (not labels), so a method can find its per-image records
     val: DeviceBatches
+
+
+PhaseHook = Callable[[MultiHeadModel, TaskData], None]
+MethodLoss = Callable[[MultiHeadModel, TaskData, torch.Tensor, torch.Tensor, torch.Tensor],
+                      tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One pass of a task through the fit loop, as a method declares it (``Method.phases``). The sequence driver runs
+    a task's phases in order, each with its own resume point and metrics file, so that a method never enters the fit
+    loop itself, a killed run resumes the phase it was in and finds the ones before it finished, and no method knows
+    where a phase's files are. A phase changes only what it names; everything else is the task's: the batches (and
+    their shuffling, which runs on from one phase to the next), the method's ``task_hooks``, the rest of the recipe.
+
+    ``Phase()`` is the task's main phase: the run's recipe and the method's loss; its settings, history and best
+    epoch are the task's record. Any other phase has a name, which its resume point records as ``"phase"``."""
+
+    name: str | None = None  # None: the task's main phase
+    epochs: int | None = None  # None: the recipe's --epochs (StepLR steps every epochs // 3 of the phase's)
+    lr: float | None = None  # None: the recipe's --lr
+    loss: MethodLoss | None = None  # None: the method's batch_loss
+    start: PhaseHook | None = None  # sets the model up before the phase (again when a killed run comes back to it)
+    end: PhaseHook | None = None  # after the phase, its best epoch loaded: undoes start, or the step that follows it
+
+    @property
+    def main(self) -> bool:
+        return self.name is None
 
 
 class Method:
@@ -70,6 +100,12 @@ class Method:
             load_norm_layer_state(model, self.start_norms)
         model.statistics_frozen = self.ctx.shared_bn == FREEZE and data.position > 0
         model.heads[:data.position].requires_grad_(self.trains_earlier_heads())
+
+    def phases(self, data: TaskData) -> list[Phase]:
+        """The task's phases in the order they run, the main one among them: the main phase alone by default (LwF
+        warms the new head up before it, PackNet prunes at its end and retrains after it). Decided by the options
+        and the task's place only, so that a resumed run declares the same phases and each finds its own files."""
+        return [Phase()]
 
     def trains_earlier_heads(self) -> bool:
         """Whether a task also trains the earlier tasks' heads (LwF and ER, as their papers do): then a task's head

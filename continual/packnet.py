@@ -3,15 +3,13 @@ the first task each conv keeps its largest pretrained weights (the backbone's sh
 A task trains the free weights, its own BN and its own head; then it prunes the smallest of the weights it trained
 back to the free pool, retrains the kept ones briefly and freezes them. A task computes with its own mask (the
 weights of the backbone and of the tasks up to it), BN and head, so it computes later exactly as when learnt."""
-import dataclasses
 import logging
 
 import torch
 from torch import nn
 
 from common.errors import RunError
-from continual.method import Method, TaskData
-from continual.sequence import learn_shared_task, second_phase_metrics_path, second_phase_resume_path
+from continual.method import Method, Phase, TaskData
 from network import MultiHeadModel, pack_bits, replace_convs
 from network.layers import conv_with_weight
 from training.context import Context
@@ -80,8 +78,17 @@ class PackNet(Method):
         log.info("PackNet: %s trains the %.2f%% of the conv weights that are free", data.sample.task.name,
                  100 * sum(int((owners == task).sum()) for owners in self.owners.values()) / total)
 
-    def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
-        """Prune the task's smallest weights back to the free pool at zero, retrain the kept ones, keep its BN."""
+    def phases(self, data: TaskData) -> list[Phase]:
+        """The task trains the free weights and, at the end of that main phase, prunes; then (unless
+        --packnet-retrain-epochs is 0) it retrains the kept weights at --packnet-retrain-lr. The prune belongs to the
+        main phase's end so that it happens with the retraining or without it."""
+        train, retrain = Phase(end=self.prune), self.option("packnet_retrain_epochs")
+        if not retrain:
+            return [train]
+        return [train, Phase("retrain", epochs=retrain, lr=self.option("packnet_retrain_lr"))]
+
+    def prune(self, model: MultiHeadModel, data: TaskData) -> None:
+        """Prune the task's smallest weights back to the free pool at zero; the kept ones stay the task's."""
         task, prune = data.position + 1, self.option("packnet_prune")
         for name, layer in masked_convs(model):
             pruned = smallest(layer.conv.weight, self.owners[name] == task, prune)
@@ -96,16 +103,6 @@ class PackNet(Method):
         self.empty_layers = self.empty_layers[:data.position] + [[data.sample.task.name, empty]]
         if empty:
             log.warning(self.notes()[-1])
-        if self.option("packnet_retrain_epochs"):
-            recipe = dataclasses.replace(self.ctx.recipe, epochs=self.option("packnet_retrain_epochs"),
-                                         lr=self.option("packnet_retrain_lr"))
-            ctx = dataclasses.replace(self.ctx, recipe=recipe)
-            config = {**ctx.task_config(data.sample), "phase": "retrain"}
-            log.info("PackNet: retraining %s's kept weights", data.sample.task.name)
-            learn_shared_task(ctx, model, self, data, config,
-                              resume=second_phase_resume_path(ctx, data.sample.task),
-                              metrics=second_phase_metrics_path(ctx, data.sample.task))
-        super().after_task(model, data)  # keeps its BN
 
     def task_state(self, model: MultiHeadModel, position: int) -> dict[str, torch.Tensor]:
         """Its head, its BN and its own weights' mask at one bit per weight (the values live in the backbone)."""

@@ -1,5 +1,8 @@
-"""The task sequence of a shared-backbone method: learn each task through the one fit loop, evaluate every task
-learnt so far, and save after each task, in one file, everything the next task needs."""
+"""The task sequence of a shared-backbone method: learn each task through the one fit loop, in the phases the method
+declares (each with its own files, named here), evaluate every task learnt so far, and save after each task, in one
+file, everything the next task needs."""
+import dataclasses
+import itertools
 import logging
 from pathlib import Path
 
@@ -7,7 +10,7 @@ import torch
 
 from common.files import save_torch
 from continual.matrix import summary, write_matrix
-from continual.method import Method, TaskData
+from continual.method import Method, Phase, TaskData
 from dataset.loader import DeviceBatches
 from dataset.task import TaskInfo, TaskSample
 from network import MultiHeadModel, load_task_state, method_spec, shared_bn_of
@@ -22,6 +25,8 @@ from training.saved import read_saved, require_same_settings
 
 log = logging.getLogger("clr")
 
+MAIN_PHASE = 1  # the number of a task's main phase; the others are numbered from 2 in the order they run
+
 
 def sequence_config(ctx: Context, samples: list[TaskSample]) -> dict:
     """What the sequence's files depend on: the recipe, the method's options and its BN mode (in every task's
@@ -33,29 +38,41 @@ def sequence_config(ctx: Context, samples: list[TaskSample]) -> dict:
 
 
 def forget_sequence(ctx: Context, samples: list[TaskSample]) -> None:
-    """--fresh: the selected tasks' files, and the sequence's own state and matrix."""
+    """--fresh: the selected tasks' files (their other phases' too), and the sequence's own state and matrix."""
     forget_tasks(ctx, samples)
     for sample in samples:
-        second_phase_resume_path(ctx, sample.task).unlink(missing_ok=True)
-        second_phase_metrics_path(ctx, sample.task).unlink(missing_ok=True)
+        for path in other_phase_files(ctx, sample.task):
+            path.unlink()
     ctx.layout.after_task(ctx.method).unlink(missing_ok=True)
     ctx.layout.matrix_csv(ctx.method).unlink(missing_ok=True)
 
 
-def second_phase_resume_path(ctx: Context, task: TaskInfo) -> Path:
-    """The resume point of a task's second pass through the fit loop (PackNet's retraining after its prune, LwF's
-    warm-up before its joint training)."""
-    return ctx.layout.resume(task.name, second_phase(ctx.method))
+def phase_files(ctx: Context, task: TaskInfo, number: int) -> tuple[Path, Path]:
+    """The resume point and metrics file of a task's phase ``number``: the one rule that names a phase's files. The
+    main phase keeps the method's own names (the ones every other part of the run reads); phase N of the others
+    takes <method>.phase<N> in place of the method's name, so LwF's warm-up (before its main phase) and PackNet's
+    retraining (after it) are both <method>.phase2, as their files have always been named."""
+    name = ctx.method if number == MAIN_PHASE else f"{ctx.method}.phase{number}"
+    return ctx.layout.resume(task.name, name), ctx.layout.metrics(task.name, name)
 
 
-def second_phase_metrics_path(ctx: Context, task: TaskInfo) -> Path:
-    """The per-epoch metrics of a task's second pass through the fit loop."""
-    return ctx.layout.metrics(task.name, second_phase(ctx.method))
+def numbered(phases: list[Phase]) -> list[tuple[int, Phase]]:
+    """Each of a task's phases with the number its files take (``phase_files``)."""
+    main = [phase for phase in phases if phase.main]
+    if len(main) != 1 or main[0].epochs is not None or main[0].lr is not None:
+        raise ValueError(f"a task has one main phase, and it trains with the run's recipe: {phases}")
+    others = itertools.count(MAIN_PHASE + 1)
+    return [(MAIN_PHASE if phase.main else next(others), phase) for phase in phases]
 
 
-def second_phase(method: str) -> str:
-    """The name a second pass's files take in place of the method's."""
-    return f"{method}.phase2"
+def other_phase_files(ctx: Context, task: TaskInfo) -> list[Path]:
+    """The files of a task's phases other than the main one that are on disk, found without the method's phases (which
+    --fresh does not build): a phase writes its metrics file when it starts, and starts only once the phase numbered
+    before it has finished, so the numbers on disk run from 2 without a gap."""
+    found, number = [], MAIN_PHASE + 1
+    while files := [path for path in phase_files(ctx, task, number) if path.exists()]:
+        found, number = found + files, number + 1
+    return found
 
 
 def validation_batches(ctx: Context, sample: TaskSample) -> DeviceBatches:
@@ -110,9 +127,10 @@ def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> s
         model.add_head(sample.num_classes)
         data = task_data(ctx, sample, position)
         task_config = {**config, **ctx.task_config(sample)}
+        phases = numbered(method.phases(data))
         with task_log(ctx.log_path(sample.task)):
             method.before_task(model, data)
-            progress = learn_shared_task(ctx, model, method, data, task_config)
+            progress = learn_phases(ctx, model, method, data, phases, task_config)
             method.after_task(model, data)
             row = evaluate_learnt(ctx, model, method, samples)
             log.info("after %s: accuracy %s", sample.task.name,
@@ -129,20 +147,53 @@ def learn_sequence(ctx: Context, samples: list[TaskSample], method: Method) -> s
         finished["correct"].append(row)
         save_sequence(ctx, model, method, config, finished)
         write_outputs(ctx, samples, finished)
-        for resume in (ctx.resume_path(sample.task), second_phase_resume_path(ctx, sample.task)):
+        for number, _ in phases:  # the task is saved: its phases' resume points have served
+            resume, _ = phase_files(ctx, sample.task, number)
             resume.unlink(missing_ok=True)
     return "\n".join([summary(ctx.method, samples, accuracy_matrix(samples, finished)), *method.notes()])
 
 
-def learn_shared_task(ctx: Context, model: MultiHeadModel, method: Method, data: TaskData, config: dict, *,
-                      resume: Path | None = None, metrics: Path | None = None) -> Progress:
-    """The fit loop on the shared model with the method's loss; leaves the model at its best epoch. ``resume`` and
-    ``metrics``: the resume point and metrics file of a second pass (default: the task's own)."""
+def learn_phases(ctx: Context, model: MultiHeadModel, method: Method, data: TaskData,
+                 phases: list[tuple[int, Phase]], config: dict) -> Progress:
+    """A task's phases in order, each set up by its ``start``, trained through the fit loop with its own resume point
+    and metrics (a phase a killed run had finished restores its best epoch from its resume point and trains no
+    more), then its ``end``; returns the main phase's progress, which the task's record keeps. The main phase's
+    settings are the task's (``config``, what its record holds); another phase's are the task's settings under the
+    phase's recipe, with its name as ``"phase"``."""
+    progress = None
+    for number, phase in phases:
+        if phase.start is not None:
+            phase.start(model, data)
+        if phase.main:
+            progress = learn_phase(ctx, model, method, data, phase, number, config)
+        else:
+            phase_ctx = phase_context(ctx, phase)
+            log.info("%s: the %s phase of %s", ctx.method, phase.name, data.sample.task.name)
+            learn_phase(phase_ctx, model, method, data, phase, number,
+                        {**phase_ctx.task_config(data.sample), "phase": phase.name})
+        if phase.end is not None:
+            phase.end(model, data)
+    return progress
+
+
+def phase_context(ctx: Context, phase: Phase) -> Context:
+    """The run's context under a phase's recipe: its epochs and learning rate where it sets them."""
+    changes = {key: value for key, value in (("epochs", phase.epochs), ("lr", phase.lr)) if value is not None}
+    return dataclasses.replace(ctx, recipe=dataclasses.replace(ctx.recipe, **changes))
+
+
+def learn_phase(ctx: Context, model: MultiHeadModel, method: Method, data: TaskData, phase: Phase, number: int,
+                config: dict) -> Progress:
+    """One phase through the fit loop on the shared model, with the phase's loss and the method's step hooks;
+    leaves the model (and the hooks' state) at the phase's best epoch."""
+    loss = phase.loss or method.batch_loss
+
     def batch_loss(images: torch.Tensor, index: torch.Tensor):
         labels = data.labels[index]
-        return *method.batch_loss(model, data, images, labels, index), labels
+        return *loss(model, data, images, labels, index), labels
 
     hooks = method.task_hooks(model, data)
+    resume, metrics = phase_files(ctx, data.sample.task, number)
     progress = fit(ctx, data.sample, model, data.train, data.val, config, batch_loss, resume=resume, metrics=metrics,
                    hooks=hooks)
     load_task_state(model, progress.best_state)  # backbone and heads as they were at the best epoch
