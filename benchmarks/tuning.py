@@ -4,13 +4,15 @@ docs/baselines.md#tuned-against-untuned.
     python benchmarks/tuning.py                                # the six-task sequence, SGD EWC LwF SI ER, seeds 0 1
     python benchmarks/tuning.py --sequence demo --epochs 12    # the demo's three tasks with the demo's epochs
     python benchmarks/tuning.py --methods SGD EWC --seeds 0 --epochs 2 --out /tmp/tuning
+    python benchmarks/tuning.py --sequence demo --train-per-class 16   # the demo's tasks, 16 training images a class
 
 Two runs of main.py in this process, each over every method and seed: untuned (the release's recipe and each
 method's default option) and with --tune, each into its own folders under --out. Both train resnet18 from the fixed
 random init (--weights none, nothing downloaded) at 32 px, as the demo does. The six-task sequence alternates two
 domains: the demo's three synthetic domains drawn with seed 0, then drawn again with seed 1 and their colours
-inverted. The table gives each method's average final accuracy (the mean of its matrix's last row) per seed,
-untuned and tuned, the values --tune chose, and the wall time of each run.
+inverted. --train-per-class keeps the first so many training images of each class (the validation split stays
+whole), for a measurement a small CPU can afford. The table gives each method's average final accuracy (the mean of
+its matrix's last row) per seed, untuned and tuned, the values --tune chose, and the wall time of each run.
 """
 import argparse
 import csv
@@ -31,19 +33,24 @@ from network import method_spec  # noqa: E402
 METHODS = ("SGD", "EWC", "LwF", "SI", "ER")
 
 
-def write_six_tasks(folder: Path, train_per_class: int | None = None) -> Path:
-    """The six-task sequence as task folders (``<order>_<domain>[_inverted]/<split>/class<key>/<image>``, which sort
-    in run order), written once; ``train_per_class``: keep only the first so many training images of each class."""
+SIX = ((0, False), (1, True))  # the six-task sequence: the demo's domains drawn with seed 0, then seed 1 inverted
+DEMO = ((0, False),)  # the demo's three tasks as its data gives them
+
+
+def write_tasks(folder: Path, draws: tuple[tuple[int, bool], ...], train_per_class: int | None = None) -> Path:
+    """The demo's three domains drawn once per (seed, inverted) of ``draws``, as task folders
+    (``<order>_<domain>[_inverted]/<split>/class<key>/<image>``, which sort in run order), written once;
+    ``train_per_class``: keep only the first so many training images of each class."""
     if folder.exists():
         return folder
     scratch = folder.with_name(folder.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    for seed, inverted in ((0, False), (1, True)):
+    for draw, (seed, inverted) in enumerate(draws):
         dct = write_synthetic_dct(scratch / f"dct_{seed}", seed=seed)
         source = open_data(dct.parent, dct)
         for task in (task for task in source.tasks if task.name in DEMO_TASKS):
-            order = 3 * seed + DEMO_TASKS.index(task.name) + 1
+            order = 3 * draw + DEMO_TASKS.index(task.name) + 1
             name = f"{order}_{task.name}" + ("_inverted" if inverted else "")
             sample = source.sample(task)
             kept = [item for label in range(sample.num_classes)
@@ -81,22 +88,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--epochs", type=int, default=2, help="epochs per task (default 2; the demo's are 12)")
-    parser.add_argument("--train-per-class", type=int, help="the six-task sequence keeps this many training images "
-                        "per class (default: all, about 64)")
+    parser.add_argument("--train-per-class", type=int, help="keep this many training images per class (default: "
+                        "all, about 64; the validation split stays whole)")
     parser.add_argument("--out", type=Path, default=Path("benchmark_tuning"), help="data, results and weights")
     return parser
 
 
 def run(args: argparse.Namespace) -> str:
-    cut = f"_{args.train_per_class}" if args.sequence == "six" and args.train_per_class else ""
-    if args.sequence == "six":
-        data = ["--data", str(write_six_tasks(args.out / f"six_tasks{cut}", args.train_per_class))]
-    else:
+    cut = f"_{args.train_per_class}" if args.train_per_class else ""
+    if args.sequence == "demo" and not args.train_per_class:  # the demo's own data, as main.py writes it
         root = args.out / "demo_data"
         if not root.exists():
             args.out.mkdir(parents=True, exist_ok=True)
             write_synthetic_dct(root)
         data = ["--data", str(root), "--stat", str(root / "stat.csv"), "--tasks", *DEMO_TASKS]
+    else:
+        draws = SIX if args.sequence == "six" else DEMO
+        data = ["--data", str(write_tasks(args.out / f"{args.sequence}_tasks{cut}", draws, args.train_per_class))]
     seconds = {}
     for mode, extra in (("untuned", []), ("tuned", ["--tune"])):
         folder = args.out / f"{args.sequence}{cut}" / mode

@@ -10,7 +10,8 @@ from continual.method import Method
 from continual.sequence import recorded_config, restore_saved
 from network import MultiHeadModel, input_config, load_backbone, method_spec
 from training.context import Context
-from training.record import TaskRecord, read_saved
+from training.record import TaskRecord
+from training.saved import read_saved
 from training.settings import Recipe
 
 

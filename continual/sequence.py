@@ -16,8 +16,9 @@ from training.context import Context
 from training.fit import fit
 from training.isolated import forget_tasks, task_log
 from training.loop import evaluate
-from training.record import TaskRecord, read_saved, require_same_settings, task_record
+from training.record import TaskRecord, task_record
 from training.results import write_results
+from training.saved import read_saved, require_same_settings
 
 log = logging.getLogger("clr")
 

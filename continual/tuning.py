@@ -26,7 +26,7 @@ from network import method_spec
 from network.methods import TUNED_LR
 from training import distributed
 from training.context import Context
-from training.record import read_saved, require_same_settings
+from training.saved import read_saved, require_same_settings
 from training.work import WorkUnit, do_units, task_cost
 
 log = logging.getLogger("clr")

@@ -6,7 +6,6 @@ images in mixed formats, PIL modes and non-square sizes. The demo tasks are dist
 classes differ in colour statistics as well as structure, so even a frozen random-init backbone that only
 adapts BatchNorm and a head learns them.
 """
-import argparse
 import hashlib
 import io
 import os
@@ -20,11 +19,11 @@ from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 from PIL import Image
 
+from common.cli import OneLineParser
 from common.errors import DatasetError
 from dataset.dct import DATABASE
 
@@ -368,16 +367,9 @@ def write_synthetic_dct(out: Path, seed: int = 0) -> Path:
     return out / "stat.csv"
 
 
-class _OneLineErrorParser(argparse.ArgumentParser):
-    """Reports a bad command line as one ``error: ...`` line, like every other user mistake."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message}\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _OneLineErrorParser(prog="python -m dataset.synthetic",
-                                 description="Write a small synthetic data folder in the DCT format.")
+    parser = OneLineParser(prog="python -m dataset.synthetic",
+                           description="Write a small synthetic data folder in the DCT format.")
     parser.add_argument("out", type=Path, help="folder to create (must not exist, or be empty)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same files")
     args = parser.parse_args(argv)

@@ -20,7 +20,7 @@ from dataset.task import TaskInfo
 from inference.trained import batch_outputs
 from network.backbone import feature_extractor
 from training.context import Context
-from training.record import PURPOSES, differing_settings, manifest_sha256
+from training.saved import PURPOSES, differing_settings, manifest_sha256
 
 ANCHOR_FORMAT = 1
 FITTED_ON = PURPOSES["anchor"]  # what a stored anchor must match

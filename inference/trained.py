@@ -14,7 +14,8 @@ from dataset.task import TaskInfo
 from network import DEFAULT_METHOD, METHODS, Family, TaskModel, load_task_state, method_spec
 from training.context import Context
 from training.loop import build_task_model
-from training.record import PURPOSES, TaskRecord, differing_settings, recorded_policy
+from training.record import TaskRecord
+from training.saved import PURPOSES, differing_settings, recorded_policy
 from training.settings import Layout
 
 

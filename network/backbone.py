@@ -1,5 +1,8 @@
 """The frozen backbone that every task shares (a torchvision classification model, or a timm model named
-"timm:NAME", that passes check_arch), where its weights come from, and how it expects its input."""
+"timm:NAME", that passes check_arch), where its weights come from, and how it expects its input.
+
+The library an architecture comes from (an ArchSource) and the kind of weights a --weights value means (a
+WeightsSource) are each chosen once, from the names; everything else asks the chosen source."""
 import copy
 import difflib
 import functools
@@ -9,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -53,18 +57,7 @@ def check_arch(arch: str) -> None:
     """Refuse, in one line, a name that is neither a torchvision classification model nor "timm:NAME", and a model
     CLR cannot serve (no convolutions, or a classifier that is not one linear layer): checked on its structure
     alone, before any weights are downloaded or read."""
-    if arch.startswith(TIMM_PREFIX):
-        _check_timm_name(arch)
-    else:
-        _check_torchvision_name(arch)
-    _check_structure(_blueprint(arch), arch)
-
-
-def _check_torchvision_name(arch: str) -> None:
-    names = models.list_models(module=models)
-    if arch not in names:
-        raise NetworkError(f"unknown architecture {arch!r}; choose a torchvision classification model "
-                           f"(e.g. {DEFAULT_ARCH}) or {TIMM_PREFIX}NAME for a timm model{_closest(arch, names)}")
+    _checked_source(arch)
 
 
 def load_backbone(arch: str, weights: str) -> nn.Module:
@@ -74,14 +67,8 @@ def load_backbone(arch: str, weights: str) -> nn.Module:
     init) or the path of a state dict in the model's own key format. Its classifier is kept but never used: each
     task gets its own head. Training-only auxiliary classifiers are removed, so the model returns plain logits.
     """
-    check_arch(arch)  # before anything is downloaded or read
-    if weights == "imagenet":
-        network = _pretrained(arch)
-    else:
-        path = None if weights == "none" else _existing_file(weights)
-        network = _seeded(lambda: _random_model(arch))
-        if path is not None:
-            _load_file(network, arch, path)
+    source = _checked_source(arch)  # before anything is downloaded or read
+    network = _weights_source(weights).model(source)
     _drop_aux_classifiers(network)
     network.eval()
     network.requires_grad_(False)
@@ -109,45 +96,24 @@ def feature_extractor(backbone: nn.Module) -> nn.Module:
 def input_config(arch: str) -> InputConfig:
     """The normalisation and size of the model's standard pretrained weights, whatever --weights a run uses: a
     task's preprocessing must not change with where the backbone's weights came from."""
-    check_arch(arch)
-    if arch.startswith(TIMM_PREFIX):
-        cfg = _blueprint(arch).pretrained_cfg
-        return InputConfig(mean=_three(cfg["mean"]), std=_three(cfg["std"]), native_size=int(cfg["input_size"][-1]),
-                           source=f"timm pretrained_cfg of {_timm_weights_name(cfg)}")
-    member = _torchvision_weights(arch)
-    if member is None:
-        return InputConfig(mean=_IMAGENET_MEAN, std=_IMAGENET_STD, native_size=_IMAGENET_SIZE,
-                           source="ImageNet defaults")
-    transform = member.transforms()
-    return InputConfig(mean=_three(transform.mean), std=_three(transform.std),
-                       native_size=int(transform.crop_size[0]),
-                       source=f"torchvision {type(member).__name__}.{member.name}")
+    return _checked_source(arch).input_config()
 
 
 def backbone_id(arch: str, weights: str) -> str:
     """A short, stable name for the weights, saved with every task so a state is reloaded on the same backbone."""
-    check_arch(arch)
-    if weights == "imagenet":
-        return f"imagenet:{_imagenet_tag(arch)}"
-    if weights == "none":
-        return f"none:seed{_RANDOM_SEED}"
-    path = _existing_file(weights)
-    return f"file:{path.name}:{_sha256(path)[:16]}"
+    source = _checked_source(arch)
+    return _weights_source(weights).backbone_id(source)
 
 
 def weights_of(arch: str, backbone: str) -> str:
     """The ``--weights`` value that gives a recorded backbone id back: imagenet or none; a file's id names the
     file, which only its path can give back."""
-    if backbone == backbone_id(arch, "none"):
-        return "none"
-    if backbone.startswith("imagenet:"):
-        current = backbone_id(arch, "imagenet")
-        if backbone != current:
-            raise NetworkError(f"the tasks were trained on the backbone {backbone}, but {arch}'s ImageNet weights "
-                               f"are now {current}: pass --weights with the path of the weights they used")
-        return "imagenet"
-    raise NetworkError(f"the tasks were trained on the backbone {backbone}: pass --weights with the path of that "
-                       "file")
+    source = _checked_source(arch)
+    weights = next((weights for weights, kind in _NAMED_WEIGHTS.items() if kind.gave(source, backbone)), None)
+    if weights is None:
+        raise NetworkError(f"the tasks were trained on the backbone {backbone}: pass --weights with the path of "
+                           "that file")
+    return weights
 
 
 def arch_of(backbone: nn.Module) -> str:
@@ -165,6 +131,250 @@ def parameter_count(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
+# ---- where the architecture comes from -------------------------------------------------------------------
+
+class ArchSource(Protocol):
+    """The library an architecture comes from: it knows the names it has, builds the model, and says what its
+    standard pretrained weights are and how they expect their input."""
+
+    arch: str  # as the user gives it (--arch)
+
+    def check_name(self) -> None:
+        """Refuse a name the library does not have."""
+
+    def random_model(self) -> nn.Module:
+        """The model as the library initialises it (seeded by the caller)."""
+
+    def pretrained_model(self) -> nn.Module:
+        """The model with its standard pretrained weights; an OSError where they cannot be downloaded."""
+
+    def imagenet_tag(self) -> str:
+        """Which pretrained weights "imagenet" means; refuses a model that has none."""
+
+    def input_config(self) -> InputConfig:
+        """How the standard pretrained weights expect their input."""
+
+
+@dataclass(frozen=True)
+class TorchvisionSource:
+    """A torchvision classification model, by its builder's name."""
+
+    arch: str
+
+    def check_name(self) -> None:
+        names = models.list_models(module=models)
+        if self.arch not in names:
+            raise NetworkError(f"unknown architecture {self.arch!r}; choose a torchvision classification model "
+                               f"(e.g. {DEFAULT_ARCH}) or {TIMM_PREFIX}NAME for a timm model"
+                               f"{_closest(self.arch, names)}")
+
+    def random_model(self) -> nn.Module:
+        return models.get_model(self.arch, **self._builder_options())
+
+    def pretrained_model(self) -> nn.Module:
+        """Read with ``weights_only=True`` (torchvision's own builders would unpickle them in full) into the same
+        seeded network "none" builds."""
+        state = self._imagenet_weights().get_state_dict(progress=True, weights_only=True)
+        network = _seeded(self.random_model)
+        network.load_state_dict({_LEGACY_KEY.sub(r"\1\2", key): value for key, value in state.items()})
+        return network
+
+    def imagenet_tag(self) -> str:
+        """The weights enum member's name."""
+        member = self._imagenet_weights()
+        if member is None:
+            raise _no_pretrained_weights(self.arch, "torchvision")
+        return member.name
+
+    def input_config(self) -> InputConfig:
+        member = self._imagenet_weights()
+        if member is None:
+            return InputConfig(mean=_IMAGENET_MEAN, std=_IMAGENET_STD, native_size=_IMAGENET_SIZE,
+                               source="ImageNet defaults")
+        transform = member.transforms()
+        return InputConfig(mean=_three(transform.mean), std=_three(transform.std),
+                           native_size=int(transform.crop_size[0]),
+                           source=f"torchvision {type(member).__name__}.{member.name}")
+
+    def _imagenet_weights(self) -> models.WeightsEnum | None:
+        """IMAGENET1K_V1 where the model has it (what the release's pretrained=True gave), else its DEFAULT."""
+        try:
+            weights = models.get_model_weights(self.arch)
+        except ValueError:  # a builder without a weights enum
+            return None
+        return weights.__members__.get(_IMAGENET_WEIGHTS, weights.DEFAULT)
+
+    def _builder_options(self) -> dict:
+        """The arguments torchvision's builders set from the pretrained weights (googlenet.py, inception.py,
+        vision_transformer.py, maxvit.py), so that "none" and a file build the same network as "imagenet"."""
+        if self.arch in ("googlenet", "inception_v3"):
+            return {"transform_input": True, "init_weights": True}  # init_weights: the default, without its warning
+        member = self._imagenet_weights()
+        if member is not None and self.arch.startswith("vit_"):
+            return {"image_size": member.meta["min_size"][0]}
+        if member is not None and self.arch == "maxvit_t":
+            return {"input_size": member.meta["min_size"]}
+        return {}
+
+
+@dataclass(frozen=True)
+class TimmSource:
+    """A timm model named "timm:NAME". timm is imported only here: a machine without it runs every torchvision
+    model."""
+
+    arch: str
+
+    @property
+    def name(self) -> str:
+        """timm's own name for the model."""
+        return self.arch.removeprefix(TIMM_PREFIX)
+
+    def check_name(self) -> None:
+        timm = self._timm()
+        if not timm.is_model(self.name):
+            raise NetworkError(f"unknown timm model {self.name!r}{_closest(self.name, timm.list_models())}")
+        try:
+            timm.models.get_pretrained_cfg(self.name)
+        except RuntimeError as error:  # a known model with a tag it has no weights for
+            model, tag = timm.models.split_model_name_tag(self.name)
+            raise NetworkError(f"timm model {model} has no pretrained tag {tag!r}"
+                               f"{_closest(self.name, timm.list_pretrained(f'{model}.*'))}") from error
+
+    def random_model(self) -> nn.Module:
+        return self._timm().create_model(self.name)
+
+    def pretrained_model(self) -> nn.Module:
+        """timm reads its own weights."""
+        return _seeded(functools.partial(self._timm().create_model, self.name, pretrained=True))
+
+    def imagenet_tag(self) -> str:
+        """timm's "timm/ARCH.TAG"."""
+        cfg = _blueprint(self).pretrained_cfg
+        if not any(cfg.get(key) for key in _PRETRAINED_SOURCES):
+            raise _no_pretrained_weights(self.arch, "timm")
+        return f"timm/{self._weights_name()}"
+
+    def input_config(self) -> InputConfig:
+        cfg = _blueprint(self).pretrained_cfg
+        return InputConfig(mean=_three(cfg["mean"]), std=_three(cfg["std"]), native_size=int(cfg["input_size"][-1]),
+                           source=f"timm pretrained_cfg of {self._weights_name()}")
+
+    def _weights_name(self) -> str:
+        cfg = _blueprint(self).pretrained_cfg
+        return f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]
+
+    def _timm(self) -> ModuleType:
+        try:
+            import timm
+        except ImportError as error:
+            raise NetworkError(f"{self.arch} needs timm, which is not installed: pip install timm") from error
+        return timm
+
+
+def _checked_source(arch: str) -> ArchSource:
+    """The library ``arch`` comes from, chosen here once, after check_arch's checks."""
+    source = TimmSource(arch) if arch.startswith(TIMM_PREFIX) else TorchvisionSource(arch)
+    source.check_name()
+    _check_structure(_blueprint(source), arch)
+    return source
+
+
+def _no_pretrained_weights(arch: str, library: str) -> NetworkError:
+    return NetworkError(f"{arch} has no pretrained weights in {library}; use --weights PATH (a saved state dict) "
+                        "or --weights none (random weights)")
+
+
+def _three(values) -> tuple[float, float, float]:
+    first, second, third = (float(value) for value in values)
+    return first, second, third
+
+
+def _closest(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=3)
+    return f" (closest: {', '.join(close)})" if close else ""
+
+
+# ---- where the weights come from -------------------------------------------------------------------------
+
+class WeightsSource(Protocol):
+    """A kind of --weights: it puts its weights into the architecture's model and names them."""
+
+    def model(self, source: ArchSource) -> nn.Module:
+        """The model with these weights."""
+
+    def backbone_id(self, source: ArchSource) -> str:
+        """The weights' short, stable name (see backbone_id)."""
+
+
+class ImagenetWeights:
+    """--weights imagenet: the model's standard pretrained weights, downloaded once."""
+
+    id_prefix = "imagenet:"
+
+    def model(self, source: ArchSource) -> nn.Module:
+        source.imagenet_tag()  # refuses a model without pretrained weights before anything is built
+        try:
+            return source.pretrained_model()
+        except OSError as error:  # URLError, socket errors and the Hugging Face hub's errors are OSErrors
+            reason = " ".join(str(getattr(error, "reason", error)).split())
+            raise NetworkError(
+                f"cannot download the ImageNet weights for {source.arch} (offline? {reason}); "
+                "use --weights PATH (a saved state dict) or --weights none (random weights)") from error
+
+    def backbone_id(self, source: ArchSource) -> str:
+        return f"{self.id_prefix}{source.imagenet_tag()}"
+
+    def gave(self, source: ArchSource, backbone: str) -> bool:
+        """Whether the recorded id ``backbone`` names ImageNet weights; refuses one that names other ImageNet
+        weights than the library's current ones."""
+        if not backbone.startswith(self.id_prefix):
+            return False
+        current = self.backbone_id(source)
+        if backbone != current:
+            raise NetworkError(f"the tasks were trained on the backbone {backbone}, but {source.arch}'s ImageNet "
+                               f"weights are now {current}: pass --weights with the path of the weights they used")
+        return True
+
+
+class RandomWeights:
+    """--weights none: a fixed random init, the same in every process."""
+
+    def model(self, source: ArchSource) -> nn.Module:
+        return _seeded(source.random_model)
+
+    def backbone_id(self, source: ArchSource) -> str:
+        return f"none:seed{_RANDOM_SEED}"
+
+    def gave(self, source: ArchSource, backbone: str) -> bool:
+        """Whether the recorded id ``backbone`` is this init's."""
+        return backbone == self.backbone_id(source)
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """--weights PATH: a state dict file in the model's own key format, loaded into the fixed random init."""
+
+    weights: str  # the path as given
+
+    def model(self, source: ArchSource) -> nn.Module:
+        path = _existing_file(self.weights)
+        network = _seeded(source.random_model)
+        _load_file(network, source.arch, path)
+        return network
+
+    def backbone_id(self, source: ArchSource) -> str:
+        path = _existing_file(self.weights)
+        return f"file:{path.name}:{_sha256(path)[:16]}"
+
+
+_NAMED_WEIGHTS = {"none": RandomWeights(), "imagenet": ImagenetWeights()}  # the --weights that are not a path
+
+
+def _weights_source(weights: str) -> WeightsSource:
+    """The kind of weights a --weights value means, chosen here once."""
+    return _NAMED_WEIGHTS.get(weights) or WeightsFile(weights)
+
+
 # ---- building --------------------------------------------------------------------------------------------
 
 def _seeded(build: Callable[[], nn.Module]) -> nn.Module:
@@ -174,34 +384,15 @@ def _seeded(build: Callable[[], nn.Module]) -> nn.Module:
         return build()
 
 
-def _random_model(arch: str) -> nn.Module:
-    if arch.startswith(TIMM_PREFIX):
-        return _timm(arch).create_model(arch.removeprefix(TIMM_PREFIX))
-    return models.get_model(arch, **_builder_options(arch))
-
-
-def _builder_options(arch: str) -> dict:
-    """The arguments torchvision's builders set from the pretrained weights (googlenet.py, inception.py,
-    vision_transformer.py, maxvit.py), so that "none" and a file build the same network as "imagenet"."""
-    if arch in ("googlenet", "inception_v3"):
-        return {"transform_input": True, "init_weights": True}  # init_weights: the default, without its warning
-    member = _torchvision_weights(arch)
-    if member is not None and arch.startswith("vit_"):
-        return {"image_size": member.meta["min_size"][0]}
-    if member is not None and arch == "maxvit_t":
-        return {"input_size": member.meta["min_size"]}
-    return {}
-
-
 @functools.cache
-def _blueprint(arch: str) -> nn.Module:
+def _blueprint(source: ArchSource) -> nn.Module:
     """The model's structure, without its weights: free on the meta device. RegNet computes its widths with
     tensors, which the meta device cannot hand back; such a model is built on the CPU, then moved there."""
     try:
         with torch.device("meta"):
-            blueprint = _seeded(lambda: _random_model(arch))
+            blueprint = _seeded(source.random_model)
     except NotImplementedError:
-        blueprint = _seeded(lambda: _random_model(arch)).to("meta")
+        blueprint = _seeded(source.random_model).to("meta")
     _drop_aux_classifiers(blueprint)
     return blueprint
 
@@ -244,92 +435,6 @@ def _kind(head: object) -> str:
     if isinstance(head, (tuple, list)):
         return f"a {type(head).__name__} of {', '.join(type(part).__name__ for part in head)}"
     return f"a {type(head).__name__}"
-
-
-# ---- pretrained weights ----------------------------------------------------------------------------------
-
-def _pretrained(arch: str) -> nn.Module:
-    """The model with its standard weights, downloaded once. torchvision's are read with ``weights_only=True`` (its
-    own builders would unpickle them in full) into the same seeded network "none" builds; timm reads its own."""
-    _imagenet_tag(arch)  # refuses a model without pretrained weights before anything is built
-    try:
-        if arch.startswith(TIMM_PREFIX):
-            return _seeded(functools.partial(_timm(arch).create_model, arch.removeprefix(TIMM_PREFIX),
-                                             pretrained=True))
-        state = _torchvision_weights(arch).get_state_dict(progress=True, weights_only=True)
-    except OSError as error:  # URLError, socket errors and the Hugging Face hub's errors are OSErrors
-        reason = " ".join(str(getattr(error, "reason", error)).split())
-        raise NetworkError(
-            f"cannot download the ImageNet weights for {arch} (offline? {reason}); "
-            "use --weights PATH (a saved state dict) or --weights none (random weights)") from error
-    network = _seeded(lambda: _random_model(arch))
-    network.load_state_dict({_LEGACY_KEY.sub(r"\1\2", key): value for key, value in state.items()})
-    return network
-
-
-def _imagenet_tag(arch: str) -> str:
-    """Which pretrained weights "imagenet" means: a torchvision enum member's name, or timm's "timm/ARCH.TAG"."""
-    if arch.startswith(TIMM_PREFIX):
-        cfg = _blueprint(arch).pretrained_cfg
-        if not any(cfg.get(key) for key in _PRETRAINED_SOURCES):
-            raise _no_pretrained_weights(arch, "timm")
-        return f"timm/{_timm_weights_name(cfg)}"
-    member = _torchvision_weights(arch)
-    if member is None:
-        raise _no_pretrained_weights(arch, "torchvision")
-    return member.name
-
-
-def _no_pretrained_weights(arch: str, library: str) -> NetworkError:
-    return NetworkError(f"{arch} has no pretrained weights in {library}; use --weights PATH (a saved state dict) "
-                        "or --weights none (random weights)")
-
-
-def _torchvision_weights(arch: str) -> models.WeightsEnum | None:
-    """IMAGENET1K_V1 where the model has it (what the release's pretrained=True gave), else its DEFAULT."""
-    try:
-        weights = models.get_model_weights(arch)
-    except ValueError:  # a builder without a weights enum
-        return None
-    return weights.__members__.get(_IMAGENET_WEIGHTS, weights.DEFAULT)
-
-
-def _timm_weights_name(cfg: Mapping) -> str:
-    return f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]
-
-
-def _three(values) -> tuple[float, float, float]:
-    first, second, third = (float(value) for value in values)
-    return first, second, third
-
-
-# ---- timm ------------------------------------------------------------------------------------------------
-
-def _timm(arch: str) -> ModuleType:
-    """timm, imported only for a timm architecture: a machine without it runs every torchvision model."""
-    try:
-        import timm
-    except ImportError as error:
-        raise NetworkError(f"{arch} needs timm, which is not installed: pip install timm") from error
-    return timm
-
-
-def _check_timm_name(arch: str) -> None:
-    timm = _timm(arch)
-    name = arch.removeprefix(TIMM_PREFIX)
-    if not timm.is_model(name):
-        raise NetworkError(f"unknown timm model {name!r}{_closest(name, timm.list_models())}")
-    try:
-        timm.models.get_pretrained_cfg(name)
-    except RuntimeError as error:  # a known model with a tag it has no weights for
-        model, tag = timm.models.split_model_name_tag(name)
-        raise NetworkError(f"timm model {model} has no pretrained tag {tag!r}"
-                           f"{_closest(name, timm.list_pretrained(f'{model}.*'))}") from error
-
-
-def _closest(name: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=3)
-    return f" (closest: {', '.join(close)})" if close else ""
 
 
 # ---- weights files ---------------------------------------------------------------------------------------

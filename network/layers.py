@@ -1,7 +1,8 @@
 """The layers the isolated methods add to a frozen backbone (CLR's depthwise kernels, Ghost_a's gated kernels, the
-residual adapters), the one way a method puts a layer in place of a conv or runs a conv with other weights, and
-what counts as a norm layer."""
+residual adapters), what every such layer says about the tensors it gives its task (``TaskLayer``), the one way a
+method puts a layer in place of a conv or runs a conv with other weights, and what counts as a norm layer."""
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -35,12 +36,57 @@ def conv_with_weight(conv: nn.Conv2d, weight: torch.Tensor, x: torch.Tensor) -> 
     return functional_call(conv, {"weight": weight}, (x,))
 
 
-class TaskConv(nn.Conv2d):
-    """A conv that belongs to one task (trained and saved with it), told apart by its type from the backbone's
-    frozen convs."""
+class TaskLayer(nn.Module):
+    """A layer that a method puts into the frozen backbone for one task, and that says what of it is the task's.
+    TaskModel and network.state ask it, and name no kind of layer: a new kind is one new subclass.
+
+    Names are relative to the layer (``gate``, ``dw.weight``); the frozen conv a layer wraps is never the task's.
+    ``trained``: the tensors the task trains, saves and restores. ``unpenalised``: those of them the norm penalty
+    leaves out. ``own_rates``: those that train at their own Adam rate, not the run's. ``stored_as``: those that a
+    finished task's record keeps in another form, under another name (``stored_form`` gives it, ``decode_stored``
+    and ``load_decoded`` take it back); the others it keeps as they are.
+    """
+
+    trained: ClassVar[tuple[str, ...]] = ()
+    unpenalised: ClassVar[tuple[str, ...]] = ()
+    stored_as: ClassVar[dict[str, str]] = {}
+
+    def task_parameters(self) -> dict[str, nn.Parameter]:
+        """The trained tensors by name, in the layer's parameter order: the order of the optimizer, the norm penalty
+        and the task's state."""
+        found = {name: parameter for name, parameter in self.named_parameters() if name in self.trained}
+        if len(found) != len(self.trained):
+            raise ValueError(f"{type(self).__name__} declares trained tensors it does not have: "
+                             f"{', '.join(sorted(set(self.trained) - set(found)))}")
+        return found
+
+    def own_rates(self) -> dict[str, float]:
+        """Trained tensors that take their own Adam learning rate: name -> rate (none by default)."""
+        return {}
+
+    def stored_form(self, name: str) -> torch.Tensor:
+        """Trained tensor ``name`` (one of ``stored_as``) as a finished task's record keeps it."""
+        raise NotImplementedError(f"{type(self).__name__} stores {name} as it is")
+
+    def decode_stored(self, name: str, stored: torch.Tensor) -> torch.Tensor:
+        """What ``load_decoded`` takes to give trained tensor ``name`` back from its ``stored`` form, changing nothing
+        yet; a ValueError where ``stored`` does not fit the layer."""
+        raise NotImplementedError(f"{type(self).__name__} stores {name} as it is")
+
+    def load_decoded(self, name: str, decoded: torch.Tensor) -> None:
+        """Make the layer compute what trained tensor ``name`` computed when it was stored."""
+        raise NotImplementedError(f"{type(self).__name__} stores {name} as it is")
 
 
-class ChannelwiseKernel(TaskConv):
+def owned_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    """By name relative to ``module``, the parameters it gives the task that owns it: a task layer's trained
+    tensors, any other module's (a norm layer, the head, any module of a fully trained model) own parameters."""
+    if isinstance(module, TaskLayer):
+        return module.task_parameters()
+    return dict(module.named_parameters(recurse=False))
+
+
+class ChannelwiseKernel(nn.Conv2d):
     """The task-specific depthwise conv that reprograms a frozen conv's output channel by channel.
 
     Identity-initialised (Dirac), so a fresh model computes exactly what the backbone computes.
@@ -59,8 +105,10 @@ class ChannelwiseKernel(TaskConv):
             self.weight[:, :, centre, centre] = 1
 
 
-class ReprogrammedConv(nn.Module):
+class ReprogrammedConv(TaskLayer):
     """A frozen conv followed by its CLR layer: ``clr(conv(x))``; the conv's BN then follows as before."""
+
+    trained = ("clr.weight",)
 
     def __init__(self, conv: nn.Conv2d, kernel_size: int) -> None:
         super().__init__()
@@ -72,18 +120,23 @@ class ReprogrammedConv(nn.Module):
         return self.clr(self.conv(x))
 
 
-class GatedConv(nn.Module):
+class GatedConv(TaskLayer):
     """Ghost_a, gated CLR: ``x1 + gate * dw(x1)`` with ``x1 = conv(x)``.
 
     The depthwise 3x3 kernel keeps PyTorch's default init; the per-channel gate starts at 0, so a fresh model
-    still computes exactly what the backbone computes.
+    still computes exactly what the backbone computes. The norm penalty leaves the gates out, as the release keeps
+    them in a separate, unregularised list.
     """
+
+    trained = ("gate", "dw.weight")
+    unpenalised = ("gate",)
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         channels, device, dtype = conv.out_channels, conv.weight.device, conv.weight.dtype
         self.conv = conv
-        self.dw = TaskConv(channels, channels, 3, padding=1, groups=channels, bias=False, device=device, dtype=dtype)
+        self.dw = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False, device=device,
+                            dtype=dtype)
         self.gate = nn.Parameter(torch.zeros(1, channels, 1, 1, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,17 +144,19 @@ class GatedConv(nn.Module):
         return x1 + self.gate * self.dw(x1)
 
 
-class AdaptedConv(nn.Module):
+class AdaptedConv(TaskLayer):
     """li18/li50, a residual adapter: ``conv(x) + adapter(x)``, the adapter a 1x1 conv with the conv's stride.
 
     It keeps PyTorch's default init, as in the release, so a fresh model is not the backbone.
     """
 
+    trained = ("adapter.weight",)
+
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         self.conv = conv
-        self.adapter = TaskConv(conv.in_channels, conv.out_channels, 1, stride=conv.stride, bias=False,
-                                device=conv.weight.device, dtype=conv.weight.dtype)
+        self.adapter = nn.Conv2d(conv.in_channels, conv.out_channels, 1, stride=conv.stride, bias=False,
+                                 device=conv.weight.device, dtype=conv.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x) + self.adapter(x)

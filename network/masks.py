@@ -6,8 +6,8 @@ import math
 import torch
 from torch import nn
 
-from network.layers import conv_with_weight
-
+from network.bits import pack_bits, unpack_bits
+from network.layers import TaskLayer, conv_with_weight
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -22,21 +22,29 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None
 
 
-class MaskedConv(nn.Module):
+class MaskedConv(TaskLayer):
     """A frozen conv whose weights a task masks: ``conv2d(x, weight * mask(scores))``.
 
     The rule is Piggyback's ``scores > threshold`` when ``keep`` is None, else edge-popup's: the ``keep`` weights
     with the largest ``|scores|``. Only the scores are the task's (``<conv name>.scores``); the conv stays the
-    backbone's (``<conv name>.conv.weight``).
+    backbone's (``<conv name>.conv.weight``). The scores train at ``lr`` where it is given (Piggyback), else at the
+    run's rate. The norm penalty leaves them out: it would pull them toward zero, across Piggyback's threshold, and
+    neither mask paper regularises them. A finished task's record keeps the hard mask they give, at one bit per
+    weight (``<conv name>.mask_bits``).
     """
 
+    trained = ("scores",)
+    unpenalised = ("scores",)
+    stored_as = {"scores": "mask_bits"}
+
     def __init__(self, conv: nn.Conv2d, scores: torch.Tensor, *, threshold: float = 0.0,
-                 keep: int | None = None) -> None:
+                 keep: int | None = None, lr: float | None = None) -> None:
         super().__init__()
         self.conv = conv
         self.scores = nn.Parameter(scores)
         self.threshold = threshold
         self.keep = keep
+        self.lr = lr
 
     def mask(self) -> torch.Tensor:
         """The hard boolean mask the forward uses."""
@@ -51,6 +59,18 @@ class MaskedConv(nn.Module):
             self.scores.copy_(mask)
         if self.keep is not None:
             self.keep = int(mask.sum())
+
+    def own_rates(self) -> dict[str, float]:
+        return {} if self.lr is None else {"scores": self.lr}
+
+    def stored_form(self, name: str) -> torch.Tensor:
+        return pack_bits(self.mask())
+
+    def decode_stored(self, name: str, stored: torch.Tensor) -> torch.Tensor:
+        return unpack_bits(stored, self.scores.shape)
+
+    def load_decoded(self, name: str, decoded: torch.Tensor) -> None:
+        self.load_mask(decoded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return conv_with_weight(self.conv, self.conv.weight * _StraightThrough.apply(self.scores, self.mask()), x)
@@ -69,11 +89,12 @@ def kept_count(numel: int, fraction: float) -> int:
     return numel - int((1 - fraction) * numel)
 
 
-def piggyback_conv(conv: nn.Conv2d, *, threshold: float, score_init: float) -> MaskedConv:
+def piggyback_conv(conv: nn.Conv2d, *, threshold: float, score_init: float, lr: float) -> MaskedConv:
     """Piggyback: every score starts at the constant ``score_init``; above ``threshold`` the whole backbone. The
-    threshold is below 1 (the registry's range), where a stored mask's 0/1 scores give the mask back."""
+    threshold is below 1 (the registry's range), where a stored mask's 0/1 scores give the mask back. The scores
+    train at their own rate ``lr``."""
     scores = torch.full_like(conv.weight, score_init, memory_format=torch.contiguous_format)
-    return MaskedConv(conv, scores, threshold=threshold)
+    return MaskedConv(conv, scores, threshold=threshold, lr=lr)
 
 
 def supsup_conv(conv: nn.Conv2d, *, sparsity: float) -> MaskedConv:

@@ -121,7 +121,6 @@ class MethodSpec:
     arch: str | None = None  # the one architecture the method is defined on (li18, li50)
     weights: str | None = None  # the one kind of backbone weights it is defined on (a random init)
     layers: TaskLayers | None = None  # the isolated family's layers (None for a shared backbone)
-    mask_lr_option: str | None = None  # the option holding the masks' own Adam rate (Piggyback)
     # what --tune tries (a shared backbone only), one coordinate after another in this order: "lr" (the recipe's Adam
     # rate) first, then the method's own stability option; see continual.tuning
     search: dict[str, tuple[float, ...]] = field(default_factory=dict)

@@ -4,13 +4,9 @@ from dataclasses import dataclass
 import torch
 
 from common.errors import NetworkError
-from network.bits import pack_bits, unpack_bits
 from network.task_model import TaskModel
 from network.errors import describe_key_difference
-from network.layers import NORM_LAYERS, NORM_STATISTICS, norm_tensors
-from network.masks import MaskedConv
-
-_SCORES, _MASK_BITS = "scores", "mask_bits"  # a masked conv's state: its training form, its stored form
+from network.layers import NORM_LAYERS, NORM_STATISTICS, TaskLayer, norm_tensors, owned_parameters
 
 
 @dataclass(frozen=True)
@@ -29,14 +25,15 @@ def task_state(model: TaskModel) -> dict[str, torch.Tensor]:
 
 
 def stored_state(model: TaskModel) -> dict[str, torch.Tensor]:
-    """What a finished task's record keeps: its ``task_state``, with each masked conv's real-valued scores replaced
-    by the hard mask they give, packed at one bit per weight (``<conv>.mask_bits``). The same as ``task_state``
-    for a method without masks."""
-    masked = {f"{prefix}.{_SCORES}": module for prefix, module in _masked_convs(model).items()}
+    """What a finished task's record keeps: its ``task_state``, with each tensor that its layer stores in another
+    form in that form, in its place (a masked conv's real-valued scores as the hard mask they give, at one bit per
+    weight: ``<conv>.mask_bits``). The same as ``task_state`` for a method whose layers store none."""
+    forms = _stored_forms(model)
     state = {}
     for name, tensor in task_state(model).items():
-        if name in masked:
-            state[name.removesuffix(_SCORES) + _MASK_BITS] = pack_bits(masked[name].mask())
+        if name in forms:
+            stored_name, layer, local = forms[name]
+            state[stored_name] = layer.stored_form(local).detach().to("cpu", copy=True)
         else:
             state[name] = tensor
     return state
@@ -44,13 +41,14 @@ def stored_state(model: TaskModel) -> dict[str, torch.Tensor]:
 
 def load_task_state(model: TaskModel, state: dict[str, torch.Tensor]) -> None:
     """Restore a ``task_state`` or a ``stored_state`` onto a model built from the same backbone, method, arch and
-    class count. A stored mask makes its conv compute exactly that mask."""
-    masks = {f"{prefix}.{_MASK_BITS}": module for prefix, module in _masked_convs(model).items()
-             if f"{prefix}.{_MASK_BITS}" in state}  # masked convs given as mask bits (the others: as scores)
-    targets = {name: tensor for name, tensor in _task_tensors(model).items()
-               if name.removesuffix(_SCORES) + _MASK_BITS not in masks}
-    missing = [name for name in [*targets, *masks] if name not in state]
-    unexpected = [name for name in state if name not in targets and name not in masks]
+    class count: each tensor that its layer stores in another form may come in either form. A stored mask makes
+    its conv compute exactly that mask."""
+    given_stored = {stored_name: (name, layer, local) for name, (stored_name, layer, local)
+                    in _stored_forms(model).items() if stored_name in state}
+    replaced = {name for name, _, _ in given_stored.values()}
+    targets = {name: tensor for name, tensor in _task_tensors(model).items() if name not in replaced}
+    missing = [name for name in targets if name not in state]
+    unexpected = [name for name in state if name not in targets and name not in given_stored]
     if missing or unexpected:
         raise NetworkError("task state is for a different method or architecture: "
                            + describe_key_difference(missing, unexpected))
@@ -65,27 +63,32 @@ def load_task_state(model: TaskModel, state: dict[str, torch.Tensor]) -> None:
         if source.shape != target.shape:
             raise NetworkError(f"task state tensor {name} has shape {list(source.shape)}, "
                                f"the model expects {list(target.shape)}")
-    try:
-        unpacked = {name: unpack_bits(state[name], module.scores.shape) for name, module in masks.items()}
-    except ValueError as error:
-        raise NetworkError(f"task state holds a mask that does not fit its conv: {error}") from None
+    decoded = {}
+    for stored_name, (_, layer, local) in given_stored.items():
+        try:
+            decoded[stored_name] = layer.decode_stored(local, state[stored_name])
+        except ValueError as error:
+            raise NetworkError(f"task state tensor {stored_name} does not fit its layer: {error}") from None
     with torch.no_grad():
         for name, target in targets.items():
             target.copy_(state[name])
-    for name, mask in unpacked.items():
-        masks[name].load_mask(mask)
+    for stored_name, (_, layer, local) in given_stored.items():
+        layer.load_decoded(local, decoded[stored_name])
 
 
 def parameter_cost(model: TaskModel) -> ParameterCost:
     """How many parameter elements the task trains and stores (besides BN statistics), absolute and relative."""
     trainable = sum(parameter.numel() for _, module in model.task_modules()
-                    for parameter in module.parameters(recurse=False))
+                    for parameter in owned_parameters(module).values())
     head = sum(parameter.numel() for parameter in model.task_head.parameters())
     return ParameterCost(trainable, head, model.backbone_parameters, 100 * trainable / model.backbone_parameters)
 
 
-def _masked_convs(model: TaskModel) -> dict[str, MaskedConv]:
-    return {name: module for name, module in model.named_modules() if isinstance(module, MaskedConv)}
+def _stored_forms(model: TaskModel) -> dict[str, tuple[str, TaskLayer, str]]:
+    """For each task tensor that its layer stores in another form, by state-dict name: the stored form's name, the
+    layer and the tensor's name in the layer."""
+    return {f"{prefix}.{name}": (f"{prefix}.{stored}", layer, name) for prefix, layer in model.task_modules()
+            if isinstance(layer, TaskLayer) for name, stored in layer.stored_as.items()}
 
 
 def _task_tensors(model: TaskModel) -> dict[str, torch.Tensor]:
@@ -94,7 +97,7 @@ def _task_tensors(model: TaskModel) -> dict[str, torch.Tensor]:
     statistics = not isinstance(model, TaskModel) or model.policy.trains_norm_statistics
     tensors = {}
     for prefix, module in model.task_modules():
-        named = list(module.named_parameters(recurse=False))
+        named = list(owned_parameters(module).items())
         if isinstance(module, NORM_LAYERS):  # the affine pair as above, then any running statistics
             named = [(name, tensor) for name, tensor in norm_tensors(module).items()
                      if statistics or name not in NORM_STATISTICS]

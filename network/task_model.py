@@ -10,8 +10,7 @@ from torch import nn
 
 from common.errors import NetworkError
 from network.backbone import arch_of, classifier_name, parameter_count
-from network.layers import NORM_LAYERS, GatedConv, TaskConv, freeze_norm_statistics, replace_convs
-from network.masks import MaskedConv
+from network.layers import NORM_LAYERS, TaskLayer, freeze_norm_statistics, owned_parameters, replace_convs
 from network.methods import LayerPolicy, implied, method_options, method_spec
 
 
@@ -48,7 +47,6 @@ class TaskModel(nn.Module):
     num_classes: int
     head_name: str  # the classifier's module name, where the task's head is
     backbone_parameters: int  # of the plain backbone, for parameter_cost
-    mask_lr: float | None  # the masks' scores' own learning rate (None: the run's)
     policy: LayerPolicy  # its norm policy and CLR placement
 
     @property
@@ -74,32 +72,35 @@ class TaskModel(nn.Module):
         return self
 
     def task_modules(self) -> Iterator[tuple[str, nn.Module]]:
-        """(name, module) of each module whose own parameters, and norm running statistics where the policy trains
-        them, belong to this task."""
+        """(name, module) of each module that holds tensors of this task: every task layer, the head, the norm
+        layers where the policy gives them to the task, every module where the task trains every weight. What one
+        holds is its ``owned_parameters``, and a norm layer's running statistics where the policy trains them."""
         layers = method_spec(self.method).layers
         head = self.task_head
         for name, module in self.named_modules():
-            if (module is head or layers.trains_all or isinstance(module, (TaskConv, GatedConv, MaskedConv))
+            if (module is head or layers.trains_all or isinstance(module, TaskLayer)
                     or (self.policy.owns_norm_layers and isinstance(module, NORM_LAYERS))):
                 yield name, module
 
     def penalised_parameters(self) -> list[nn.Parameter]:
-        """The tensors of the norm penalty, in the optimizer's order: everything the task trains except Ghost_a's
-        gates, which the release keeps in a separate, unregularised list, and the masks' scores, which a penalty
-        would pull toward zero, across Piggyback's threshold (neither mask paper regularises them)."""
-        excluded = {id(module.gate) for module in self.modules() if isinstance(module, GatedConv)}
-        excluded |= {id(module.scores) for module in self.modules() if isinstance(module, MaskedConv)}
+        """The tensors of the norm penalty, in the optimizer's order: everything the task trains except what its
+        layers leave out (Ghost_a's gates, the masks' scores)."""
+        excluded = {id(layer.task_parameters()[name]) for layer in _task_layers(self) for name in layer.unpenalised}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in excluded]
 
     def optimizer_groups(self, lr: float) -> list[dict]:
-        """Adam's parameter groups: everything the task trains at ``lr``; the masks' scores at their own rate where
-        the method sets one (Piggyback)."""
+        """Adam's parameter groups, each in the model's parameter order: everything the task trains at ``lr``, then
+        one group for each rate that its layers give some of their tensors (Piggyback's scores)."""
+        own_rates = {id(layer.task_parameters()[name]): rate for layer in _task_layers(self)
+                     for name, rate in layer.own_rates().items()}
         trained = [p for p in self.parameters() if p.requires_grad]
-        if self.mask_lr is None:
-            return [{"params": trained, "lr": lr}]
-        scores = {id(module.scores) for module in self.modules() if isinstance(module, MaskedConv)}
-        return [{"params": [p for p in trained if id(p) not in scores], "lr": lr},
-                {"params": [p for p in trained if id(p) in scores], "lr": self.mask_lr}]
+        return [{"params": [p for p in trained if id(p) not in own_rates], "lr": lr},
+                *({"params": [p for p in trained if own_rates.get(id(p)) == rate], "lr": rate}
+                  for rate in dict.fromkeys(own_rates.values()))]
+
+
+def _task_layers(model: nn.Module) -> list[TaskLayer]:
+    return [module for module in model.modules() if isinstance(module, TaskLayer)]
 
 
 def mix_into(network: nn.Module, mixin: type, members: tuple[str, ...]) -> None:
@@ -126,7 +127,7 @@ def _mixed_class(mixin: type, network_class: type) -> type:
                 {"__module__": __name__, "mixed_into": network_class})
 
 
-_TASK_MODEL_MEMBERS = ("method", "arch", "head_name", "backbone_parameters", "mask_lr", "policy")  # set on each
+_TASK_MODEL_MEMBERS = ("method", "arch", "head_name", "backbone_parameters", "policy")  # set on each
 
 
 def build_model(backbone: nn.Module, method: str, num_classes: int, options: dict[str, int | float] | None = None,
@@ -167,11 +168,10 @@ def build_model(backbone: nn.Module, method: str, num_classes: int, options: dic
     model: TaskModel = network
     model.method, model.arch, model.num_classes, model.head_name = method, arch, num_classes, head_name
     model.backbone_parameters = parameter_count(backbone)
-    model.mask_lr = values[spec.mask_lr_option] if spec.mask_lr_option else None
     model.policy = policy
     model.requires_grad_(False)
     for _, module in model.task_modules():
-        for parameter in module.parameters(recurse=False):
+        for parameter in owned_parameters(module).values():
             parameter.requires_grad_(True)
     return model.eval()
 

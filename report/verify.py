@@ -14,7 +14,8 @@ from network import load_task_state
 from report.inputs import MethodResults
 from training.context import Context
 from training.loop import build_task_model, evaluate
-from training.record import PIXELS, TaskRecord, differing_settings, recorded_policy
+from training.record import TaskRecord
+from training.saved import PIXELS, differing_settings, recorded_policy
 
 
 @dataclass

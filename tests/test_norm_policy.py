@@ -12,7 +12,7 @@ from network import LayerPolicy, build_model, load_backbone, parameter_cost, sto
 from network.layers import NORM_LAYERS, ChannelwiseKernel
 from network.methods import REGISTRY, is_depthwise
 from tests.helpers import SMALL_TASKS, read_csv_text, seeded_and_frozen, small_args
-from training.record import differing_settings, recorded_policy
+from training.saved import differing_settings, recorded_policy
 
 CLR = "Ghost_reduced_v1"
 

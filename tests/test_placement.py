@@ -88,7 +88,7 @@ def test_tf_same_padding_convs_are_called_not_reimplemented():
     inputs = torch.randn(1, 4, 9, 9)
     with torch.no_grad():
         expected = conv(inputs)
-        assert torch.equal(piggyback_conv(conv, threshold=5e-3, score_init=1e-2)(inputs), expected)
+        assert torch.equal(piggyback_conv(conv, threshold=5e-3, score_init=1e-2, lr=1e-4)(inputs), expected)
         assert torch.equal(ContextConv(conv)(inputs), expected)
         assert torch.equal(OwnedWeightsConv(conv)(inputs), expected)
 

@@ -16,7 +16,7 @@ from dataset.task import TaskInfo
 from report.inputs import read_method
 from tests.helpers import png_size, table, write_matrix, write_method, write_task_agnostic
 from training.metrics import write_epochs
-from training.record import PURPOSES
+from training.saved import PURPOSES
 from training.settings import Layout
 
 TASKS = [(17, "wikiart"), (1, "scenes"), (2, "birds")]  # ./stat.csv runs them scenes, birds, wikiart

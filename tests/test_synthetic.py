@@ -278,9 +278,9 @@ def test_cli_help_and_bad_options(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert "--seed" in done.stdout and "DCT" in done.stdout
     out = str(tmp_path / "out")
-    for args, message in [((out, "--seed", "abc"), "argument --seed: invalid int value: 'abc'"),
+    for args, message in [((out, "--seed", "abc"), "argument --seed: invalid int value: 'abc' (see --help)"),
                           ((out, "--seed", "-5"), "the seed must be >= 0, got -5"),
-                          ((), "the following arguments are required: out")]:
+                          ((), "the following arguments are required: out (see --help)")]:
         done = run_cli(*args)
         assert (done.returncode, done.stdout, done.stderr) == (2, "", f"error: {message}\n")
     assert list(tmp_path.iterdir()) == []

@@ -8,7 +8,7 @@ import torch
 from common.files import save_torch
 from dataset.loader import DeviceBatches
 from network import load_task_state, task_state
-from training.record import read_saved, require_same_settings
+from training.saved import read_saved, require_same_settings
 
 
 @dataclass

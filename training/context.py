@@ -11,7 +11,7 @@ from dataset.sources import DataSource
 from dataset.task import TaskInfo, TaskSample
 from network import LayerPolicy
 from network.backbone import InputConfig
-from training.record import manifest_sha256
+from training.saved import manifest_sha256
 from training.settings import Layout, Recipe, Runtime
 
 

@@ -17,8 +17,9 @@ from training import distributed
 from training.context import Context
 from training.fit import fit
 from training.loop import build_task_model
-from training.record import TaskRecord, require_same_settings, task_record
+from training.record import TaskRecord, task_record
 from training.results import read_results, record_result, record_results, write_results
+from training.saved import require_same_settings
 from training.work import WorkUnit, task_cost
 
 log = logging.getLogger("clr")

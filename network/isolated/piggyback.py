@@ -9,7 +9,7 @@ from network.methods import ISOLATED, MethodSpec, TaskLayers, register
 
 def _piggyback(conv: nn.Conv2d, options: dict) -> nn.Module:
     return piggyback_conv(conv, threshold=options["piggyback_threshold"],
-                          score_init=options["piggyback_score_init"])
+                          score_init=options["piggyback_score_init"], lr=options["piggyback_mask_lr"])
 
 
 register(MethodSpec(
@@ -23,4 +23,4 @@ register(MethodSpec(
         "piggyback_mask_lr": Option(1e-4, "Piggyback: Adam learning rate of the scores; norm layers and the head "
                                     "take --lr (default %(default)s, the paper's and its code's LR_MASK)",
                                     bounds="(]"),
-    }, mask_lr_option="piggyback_mask_lr", layers=TaskLayers(_piggyback)))
+    }, layers=TaskLayers(_piggyback)))
