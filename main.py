@@ -35,8 +35,9 @@ from dataset.task import TaskInfo, TaskSample
 from inference import predict as prediction
 from inference.mapper import task_anchor
 from network import (CLR_PLACEMENTS, DEFAULT_METHOD, METHOD_SETS, METHODS, NORM_POLICIES, REGISTRY, Family,
-                     all_options, backbone_choice, backbone_id, check_arch, check_shared_bn, expand_methods,
-                     input_config, load_backbone, method_spec, options_of_methods, policies_of_methods, shared_bn_of)
+                     MethodSpec, all_options, backbone_choice, backbone_id, check_arch, check_shared_bn,
+                     expand_methods, input_config, load_backbone, method_spec, methods_where, options_of_methods,
+                     policies_of_methods, shared_bn_of)
 from network.backbone import DEFAULT_ARCH, TIMM_PREFIX
 from network.methods import SHARED_BN
 from report import add_arguments as add_report_arguments
@@ -55,6 +56,11 @@ DEMO_DATA = Path("demo_data")
 DEMO_DEFAULTS = {"weights": "none", "image_size": 32, "epochs": 12, "tasks": list(DEMO_TASKS),
                  "result": Path("demo_result"), "weight": Path("demo_weight")}  # never mixed with a real run's
 DEFAULT_IMAGE_SIZE = 224
+
+
+def named(test: Callable[[MethodSpec], object]) -> str:
+    """The methods whose spec passes ``test``, as --help names them (``li18, li50``)."""
+    return ", ".join(methods_where(test))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -85,18 +91,20 @@ def get_args_parser() -> argparse.ArgumentParser:
                        + "; ".join(f"{spec.label}: {spec.learns}" for spec in REGISTRY.values()))
     model.add_argument("--arch", help=f"backbone: a torchvision classification model (default {DEFAULT_ARCH}), or "
                        f"{TIMM_PREFIX}NAME for a timm model (pip install timm), with convolutions and one linear "
-                       "classifier; li18 and li50 imply theirs")
+                       f"classifier; {named(lambda spec: spec.arch)} imply theirs")
     model.add_argument("--weights", help="backbone weights: imagenet (the model's standard ImageNet weights, "
                        "IMAGENET1K_V1 where torchvision has them, downloaded once; the default), none (a seeded "
-                       "random init, for demos and tests; implied by Resnet_Scratch and SupSup), or the path of a "
-                       "state dict in the model's own key format")
+                       f"random init, for demos and tests; implied by {named(lambda spec: spec.weights)}), or "
+                       "the path of a state dict in the model's own key format")
     model.add_argument("--shared-bn", choices=SHARED_BN, help="the BatchNorm layers of a method with one backbone "
                        "carried across tasks: drift (the default: they train, their statistics follow each task), "
                        "freeze (from the second task on, BN stays in eval mode: its statistics stay as the first task "
                        "left them, its affine pair trains; FACIL's --fix-bn), per-task (each task keeps its own "
-                       "statistics and affine pair, stored with its head). PSP and PackNet always keep BN per task")
+                       "statistics and affine pair, stored with its head). "
+                       f"{named(lambda spec: spec.fixed_bn)} always keep BN per task")
     model.add_argument("--norm", choices=NORM_POLICIES, help="what each task does with the backbone's norm layers, "
-                       "for the methods that train them but not every weight (the CLR variants, Ghost_a, Piggyback): "
+                       "for the methods that train them but not every weight "
+                       f"({named(lambda spec: spec.layers and spec.layers.chooses_norm)}): "
                        "train (default, the release's: affine and running statistics the task's, BN in train mode "
                        "with batch statistics), frozen (the backbone's, BN in eval mode, as Linear keeps them) or "
                        "affine (the affine pair the task's and trained, the backbone's statistics, BN in eval mode)")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import continual  # noqa: E402,F401  (the shared-backbone methods register as it is imported)
 from dataset.sources import DEFAULT_STAT, read_stat  # noqa: E402
 from dataset.task import TaskInfo  # noqa: E402
 from network import METHOD_SETS, Family, expand_methods, method_spec  # noqa: E402

@@ -45,7 +45,7 @@ class Defect:
 DEFECTS = (
     Defect("sampling", "DCT sampling takes quota + 1 images per class", "dataset/dct.py",
            "shuffled[:quota]", "shuffled[:quota + 1]"),
-    Defect("placement", "CLR skips the kernel after the stem conv", "network/methods.py",
+    Defect("placement", "CLR skips the kernel after the stem conv", "network/isolated/clr.py",
            "        kernel_size = after_pointwise if conv.kernel_size == (1, 1) else after_spatial\n",
            "        if conv.in_channels == 3:\n            return None\n"
            "        kernel_size = after_pointwise if conv.kernel_size == (1, 1) else after_spatial\n"),

@@ -1,27 +1,19 @@
 """Shared-backbone continual-learning baselines: one backbone trained from task to task, one head per task
-(task-incremental: the task id picks the head at test time), and the accuracy matrix that shows forgetting."""
-from continual.er import ER
-from continual.ewc import EWC
-from continual.lwf import LwF
-from continual.method import Method
-from continual.packnet import PackNet
-from continual.psp import PSP
+(task-incremental: the task id picks the head at test time), and the accuracy matrix that shows forgetting.
+
+Each method is one module here that declares its spec and its code (``@implements(SPEC)`` on its ``Method``
+subclass). Importing this package imports every module in it, so the registry then holds every method: a new method
+is one new file here; no list names it."""
 from continual.sequence import forget_sequence, learn_sequence
-from continual.sgd import SGD
-from continual.si import SI
-from continual.tuning import DEFAULT_TUNING_TASKS, forget_tuning
-from continual.tuning import tune as tune_with
+from continual.tuning import DEFAULT_TUNING_TASKS, forget_tuning, tune
 from dataset.task import TaskSample
-from network import Family, methods_of
+from network import method_spec
+from network.methods import discover
 from training.context import Context
 from training.work import WorkUnit, task_cost
 
-# the code of each shared-backbone method of network.methods' registry, which holds everything else about it
-IMPLEMENTATIONS: dict[str, type[Method]] = {"SGD": SGD, "EWC": EWC, "LwF": LwF, "ER": ER, "SI": SI, "PSP": PSP,
-                                            "PackNet": PackNet}
-if set(IMPLEMENTATIONS) != set(methods_of(Family.SHARED)):
-    raise ImportError("continual.IMPLEMENTATIONS and network.methods' shared-backbone methods differ")
-__all__ = ["DEFAULT_TUNING_TASKS", "IMPLEMENTATIONS", "sequence_unit", "forget", "tune"]
+discover(__name__, __path__)
+__all__ = ["DEFAULT_TUNING_TASKS", "sequence_unit", "forget", "tune"]
 
 
 def sequence_unit(ctx: Context, samples: list[TaskSample]) -> WorkUnit:
@@ -29,16 +21,10 @@ def sequence_unit(ctx: Context, samples: list[TaskSample]) -> WorkUnit:
     backbone, resuming where a previous run stopped, with the method's own hyper-parameters as the context holds
     them (and every file records them)."""
     def learn() -> None:  # under torchrun, training.work logs which process takes it
-        print(learn_sequence(ctx, samples, IMPLEMENTATIONS[ctx.method](ctx)))
+        print(learn_sequence(ctx, samples, method_spec(ctx.method).implementation(ctx)))
 
     return WorkUnit(f"{ctx.method} seed {ctx.recipe.seed}",
                     sum(task_cost(len(sample.train), len(sample.val), ctx.recipe.epochs) for sample in samples), learn)
-
-
-def tune(contexts: list[Context], samples: list[TaskSample], tasks: int) -> list[Context]:
-    """--tune: the contexts the run learns with, each shared-backbone method's learning rate and own option chosen
-    on the first ``tasks`` tasks by continual.tuning's protocol; the isolated methods' contexts as they were."""
-    return tune_with(contexts, samples, tasks, IMPLEMENTATIONS)
 
 
 def forget(ctx: Context, samples: list[TaskSample]) -> None:

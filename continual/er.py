@@ -5,11 +5,26 @@ each image scored by its own task's head (which it trains, as in the paper), to 
 import torch
 import torch.nn.functional as F
 
+from common.cli import Option
 from continual.method import Method, TaskData
 from network import MultiHeadModel, state_bytes
+from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
 from training.context import Context
 
+SPEC = MethodSpec(
+    "ER", SHARED, "the whole backbone and the earlier heads with replayed images of the earlier tasks, and a head",
+    "Chaudhry et al., On Tiny Episodic Memories in Continual Learning, 2019", order=150, paper_column=6,
+    options={
+        "er_per_task": Option(50, "ER: training images kept per learnt task (default %(default)s)"),
+        "er_batch_size": Option(32, "ER: replayed images added to each training batch (default %(default)s, the "
+                                "training batch size, as in Chaudhry et al. and Mammoth)"),
+        "er_frozen_heads": Option(0, "ER: 1 = the earlier tasks' heads stay frozen, where the paper's replayed images "
+                                  "train their own task's head (this project's variant before 2026-12-04; default "
+                                  "%(default)s)", high=1),
+    }, search={TUNED_LR: LR_SEARCH})
 
+
+@implements(SPEC)
 class ER(Method):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)

@@ -5,15 +5,28 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
+from common.cli import Option
 from continual.method import Method, TaskData
 from dataset.images import Normalisation
 from network import MultiHeadModel
+from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
 from training.settings import Runtime
 from training.context import Context
+
+SPEC = MethodSpec(
+    "EWC", SHARED, "the whole backbone with a quadratic penalty, and a head",
+    "Kirkpatrick et al., PNAS 2017, online (Schwarz et al., ICML 2018)", order=130, paper_column=4,
+    options={
+        "ewc_lambda": Option(10.0, "EWC: weight of the penalty sum_j F_j (w_j - w*_j)^2 (default %(default)s, "
+                             "Mammoth's online-EWC setting for Seq-CIFAR-10)"),
+        "ewc_gamma": Option(1.0, "EWC: the accumulated Fisher is multiplied by this before a task's Fisher is added "
+                            "(online EWC; 1 = plain sum over tasks; default %(default)s)"),
+    }, search={TUNED_LR: LR_SEARCH, "ewc_lambda": (1.0, 10.0, 100.0, 1000.0, 5000.0)})
 
 FISHER_CHUNK = 16  # images whose per-image gradients are held at once
 
 
+@implements(SPEC)
 class EWC(Method):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)

@@ -6,11 +6,33 @@ training the paper's warm-up step trains the new head alone, the backbone and th
 import torch
 import torch.nn.functional as F
 
+from common.cli import Option
 from continual.method import Method, Phase, TaskData
 from network import MultiHeadModel
+from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
 from training.context import Context
 
+SPEC = MethodSpec(
+    "LwF", SHARED, "the whole backbone and the earlier heads with distillation to the earlier heads' recorded "
+    "outputs, and a head", "Li & Hoiem, Learning without Forgetting, ECCV 2016", order=140, paper_column=5,
+    options={
+        "lwf_alpha": Option(1.0, "LwF: weight of the distillation loss, the sum over earlier tasks (the paper's "
+                            "lambda_o; default %(default)s, as in the paper and Avalanche)"),
+        "lwf_mean": Option(0, "LwF: 1 = the distillation loss is the mean over the earlier tasks, not the paper's sum "
+                           "(this project's variant before 2026-12-04; default %(default)s)", high=1),
+        "lwf_frozen_heads": Option(0, "LwF: 1 = the earlier tasks' heads stay frozen, where the paper trains them "
+                                   "through the distillation (this project's variant before 2026-12-04; default "
+                                   "%(default)s)", high=1),
+        "lwf_warmup_epochs": Option(10, "LwF: epochs of the paper's warm-up step, in which the new head alone trains "
+                                    "(backbone and earlier heads frozen) before the joint training; 0 = none, this "
+                                    "project's variant before 2026-12-04 (default %(default)s; see "
+                                    "docs/baselines.md)"),
+        "lwf_temperature": Option(2.0, "LwF: softmax temperature of the distillation (default %(default)s, the "
+                                  "paper's)", bounds="(]"),
+    }, search={TUNED_LR: LR_SEARCH, "lwf_alpha": (0.5, 1.0, 2.0, 5.0, 10.0)})
 
+
+@implements(SPEC)
 class LwF(Method):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)

@@ -8,11 +8,33 @@ import logging
 import torch
 from torch import nn
 
+from common.cli import Option
 from common.errors import RunError
 from continual.method import Method, Phase, TaskData
 from network import MultiHeadModel, pack_bits, replace_convs
 from network.layers import conv_with_weight
+from network.methods import LR_SEARCH, PER_TASK, SHARED, TUNED_LR, MethodSpec, implements
 from training.context import Context
+
+SPEC = MethodSpec(
+    "PackNet", SHARED, "the backbone weights still free, pruned and frozen after the task; a 1-bit mask, its own norm "
+    "layers and a head", "Mallya & Lazebnik, PackNet, CVPR 2018", order=180, paper_column=9,
+    options={
+        "packnet_keep": Option(0.5, "PackNet: fraction of each conv's pretrained weights (the largest) that the "
+                               "backbone keeps before the first task; the rest are freed at zero (default "
+                               "%(default)s, the paper's prune of its first task, ImageNet, to 50%%)", high=1,
+                               bounds="(]"),
+        "packnet_prune": Option(0.75, "PackNet: fraction of the weights a task trained (per layer, the smallest) that "
+                                "go back to the free pool after it; below 1, so a task keeps weights of its own "
+                                "(default %(default)s, the paper's and its release's scripts/run_sequence.sh)",
+                                high=1, bounds="[)"),
+        "packnet_retrain_epochs": Option(10, "PackNet: epochs that retrain a task's kept weights after its prune (0: "
+                                         "none; default %(default)s, the post-prune epochs of the release's "
+                                         "scripts/run_sequence.sh)"),
+        "packnet_retrain_lr": Option(1e-4, "PackNet: Adam learning rate of the retraining (default %(default)s, the "
+                                     "release's post-prune rate in run_sequence.sh, a tenth of its training rate)",
+                                     bounds="(]"),
+    }, fixed_bn=PER_TASK, search={TUNED_LR: LR_SEARCH, "packnet_prune": (0.5, 0.75, 0.9)})
 
 log = logging.getLogger("clr")
 
@@ -37,6 +59,7 @@ class OwnedWeightsConv(nn.Module):
         return conv_with_weight(self.conv, torch.where(self.active, self.conv.weight, 0.0), x)
 
 
+@implements(SPEC)
 class PackNet(Method):
     """Its BN is per task, by its definition: it always runs with --shared-bn per-task (the base Method's)."""
 

@@ -14,6 +14,11 @@ from torch import nn
 from continual.method import Method, TaskData
 from network import MultiHeadModel, pack_bits, replace_convs
 from network.layers import conv_with_weight
+from network.methods import LR_SEARCH, PER_TASK, SHARED, TUNED_LR, MethodSpec, implements
+
+SPEC = MethodSpec("PSP", SHARED, "the whole backbone through the task's ±1 contexts, its own norm layers, and a "
+                  "head", "Cheung et al., Superposition of Many Models into One, NeurIPS 2019", order=170,
+                  paper_column=8, fixed_bn=PER_TASK, search={TUNED_LR: LR_SEARCH})
 
 
 class ContextConv(nn.Module):
@@ -32,6 +37,7 @@ class ContextConv(nn.Module):
         return conv_with_weight(self.conv, self.weight * self.context, x)
 
 
+@implements(SPEC)
 class PSP(Method):
     NORMS_KEY = "bn"
 

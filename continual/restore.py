@@ -5,7 +5,6 @@ report re-evaluates every task on it."""
 import dataclasses
 from dataclasses import dataclass
 
-import continual
 from common.errors import RunError
 from continual.method import Method
 from continual.sequence import recorded_config, restore_saved
@@ -62,6 +61,6 @@ def load_final_model(ctx: Context, method: str) -> FinalModel:
                        "first, or pass the --weight folder it was trained into)")
     saved = read_saved(path)
     own = sequence_context(ctx, method, saved["config"])
-    implementation = continual.IMPLEMENTATIONS[method](own)
+    implementation = method_spec(method).implementation(own)
     model = own.runtime.prepare(implementation.build_model())
     return FinalModel(own, model, implementation, restore_saved(saved, model, implementation)["records"])

@@ -10,12 +10,25 @@ from functools import partial
 
 import torch
 
+from common.cli import Option
 from continual.method import Method, TaskData
 from network import MultiHeadModel
+from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
 from training.checkpoints import MethodHooks
 from training.context import Context
 
+SPEC = MethodSpec(
+    "SI", SHARED, "the whole backbone with a path-integral penalty, and a head",
+    "Zenke, Poole & Ganguli, Synaptic Intelligence, ICML 2017", order=160, paper_column=7,
+    options={
+        "si_c": Option(0.1, "SI: weight c of the penalty c sum_k Omega_k (w_k - w*_k)^2 (default %(default)s, the "
+                       "paper's split CIFAR-10/100 setting)"),
+        "si_xi": Option(0.1, "SI: damping xi of Omega += omega / (Delta^2 + xi) (default %(default)s, the paper's "
+                        "split CIFAR-10/100 setting)", bounds="(]"),
+    }, search={TUNED_LR: LR_SEARCH, "si_c": (0.01, 0.1, 1.0, 10.0)})
 
+
+@implements(SPEC)
 class SI(Method):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)

@@ -14,14 +14,12 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from common.errors import RunError
 from common.files import atomic_write_text, write_csv
-from continual.method import Method
 from continual.sequence import learn_sequence, sequence_config
 from dataset.task import TaskSample
 from network import method_spec
@@ -67,12 +65,10 @@ class Search:
 
     ctx: Context  # the method's context in the run, with its defaults
     samples: list[TaskSample]  # the tuning tasks, each with its held-out tenth as its validation split
-    implementation: Callable[[Context], Method]
 
     @classmethod
-    def of(cls, ctx: Context, samples: list[TaskSample], implementation: Callable[[Context], Method]) -> "Search":
-        return cls(ctx, [held_out_sample(sample, ctx.recipe.task_seed(sample.task.order)) for sample in samples],
-                   implementation)
+    def of(cls, ctx: Context, samples: list[TaskSample]) -> "Search":
+        return cls(ctx, [held_out_sample(sample, ctx.recipe.task_seed(sample.task.order)) for sample in samples])
 
     @property
     def space(self) -> dict[str, tuple[float, ...]]:
@@ -136,7 +132,7 @@ class Search:
         for folder in (ctx.layout.result, ctx.layout.weight):
             folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        learn_sequence(ctx, self.samples, self.implementation(ctx))
+        learn_sequence(ctx, self.samples, method_spec(ctx.method).implementation(ctx))
         correct = read_saved(ctx.layout.after_task(ctx.method))["correct"][-1]
         accuracies = [count / len(sample.val) for count, sample in zip(correct, self.samples)]
         score = {"config": sequence_config(ctx, self.samples), "values": values, "accuracies": accuracies,
@@ -182,13 +178,11 @@ def with_values(ctx: Context, values: Values, layout=None) -> Context:
     return dataclasses.replace(ctx, recipe=recipe, options=options, layout=layout or ctx.layout)
 
 
-def tune(contexts: list[Context], samples: list[TaskSample], tasks: int,
-         implementations: dict[str, Callable[[Context], Method]]) -> list[Context]:
+def tune(contexts: list[Context], samples: list[TaskSample], tasks: int) -> list[Context]:
     """Choose every shared-backbone context's values on the first ``tasks`` of ``samples``, stage by stage (under
     torchrun each stage's trials are units of work spread over the processes), and return the contexts the run
-    learns with: the shared ones tuned, the others as they were."""
-    searches = {id(ctx): Search.of(ctx, samples[:tasks], implementations[ctx.method]) for ctx in contexts
-                if ctx.method in implementations}
+    learns with: those of the methods with a search space (the shared ones) tuned, the others as they were."""
+    searches = {id(ctx): Search.of(ctx, samples[:tasks]) for ctx in contexts if method_spec(ctx.method).search}
     for stage in range(max((len(search.space) for search in searches.values()), default=0)):
         do_units([unit for search in searches.values() if stage < len(search.space)
                                  for unit in search.units(stage)])

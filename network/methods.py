@@ -1,9 +1,16 @@
 """The one registry of methods: for every ``--method``, its family, its options and their ranges, the architecture
 and weights it implies, its paper and citation, and (for the methods with a model per task) what it does to the
-backbone's layers. main.py, ``--help``, docs/options.md and the report all read it."""
+backbone's layers. main.py, ``--help``, docs/options.md and the report all read it.
+
+This module holds the registry's machinery only. Each method declares its spec in its own module and registers it
+there: an isolated method in ``network/isolated/`` (registered as ``network`` is imported), a shared-backbone one
+in ``continual/`` with its code (registered as ``continual`` is imported; docs/layout.md says why)."""
+import dataclasses
 import enum
+import importlib
 import math
-from collections.abc import Callable, Iterator
+import pkgutil
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -11,8 +18,6 @@ from torch import nn
 from common.cli import Option, option_flag
 from common.errors import NetworkError
 from network.backbone import DEFAULT_ARCH, DEFAULT_WEIGHTS
-from network.layers import AdaptedConv, GatedConv, ReprogrammedConv
-from network.masks import piggyback_conv, supsup_conv
 
 
 # What a shared backbone does with its BatchNorm layers from task to task (--shared-bn): drift (they train, their
@@ -106,6 +111,11 @@ class MethodSpec:
     family: Family
     learns: str  # what each task learns, in a phrase (--help, the docs)
     citation: str  # where the method comes from
+    # its place in the registry's order, which --help, the report's columns and docs/options.md follow: CLR's
+    # variants, the other isolated methods, then the shared ones, ten apart; a new method takes any free number
+    order: int
+    # its place in the paper's comparison, the ``paper`` set of --method (None: not in it; a new method is not)
+    paper_column: int | None = None
     paper_name: str | None = None  # the paper's column name, where it differs from ``name`` (CLR, CLR-Full)
     options: dict[str, Option] = field(default_factory=dict)  # "<method>_<name>", offered as --<method>-<name>
     arch: str | None = None  # the one architecture the method is defined on (li18, li50)
@@ -115,8 +125,14 @@ class MethodSpec:
     # rate) first, then the method's own stability option; see continual.tuning
     search: dict[str, tuple[float, ...]] = field(default_factory=dict)
     fixed_bn: str | None = None  # the --shared-bn value a shared method's definition fixes (PSP, PackNet: per-task)
+    # a shared method's code: the continual.method.Method subclass that learns its tasks, called with a run's context
+    # (set by ``implements``; typed loosely, as network imports nothing above it)
+    implementation: Callable | None = None
 
     def __post_init__(self) -> None:
+        if self.implementation is not None and self.family is Family.ISOLATED:
+            raise ValueError(f"{self.name}: an isolated method's code is its layers; only a shared method has an "
+                             "implementation")
         if self.fixed_bn is not None and (self.family is Family.ISOLATED or self.fixed_bn not in SHARED_BN):
             raise ValueError(f"{self.name}: only a shared method fixes a --shared-bn value, one of {SHARED_BN}")
         if (self.layers is not None) != (self.family is Family.ISOLATED):
@@ -141,27 +157,9 @@ class MethodSpec:
         return f"{self.paper_name} ({self.name})" if self.paper_name else self.name
 
 
-def _clr(after_spatial: int | None, after_pointwise: int | None) -> Reprogram:
-    """CLR's placement: a depthwise kernel of the first size after each conv with a spatial kernel (stem, 3x3, 5x5,
-    7x7, depthwise included; --clr-placement skip-depthwise then leaves the depthwise convs out, see
-    ``LayerPolicy.skips_kernel_after``), of the second size after each 1x1 conv; None: no CLR layer there."""
-    def reprogram(conv: nn.Conv2d, options: dict) -> nn.Module | None:
-        kernel_size = after_pointwise if conv.kernel_size == (1, 1) else after_spatial
-        return None if kernel_size is None else ReprogrammedConv(conv, kernel_size)
-    return reprogram
-
-
-def _every_conv(layer: Callable[[nn.Conv2d], nn.Module]) -> Reprogram:
+def every_conv(layer: Callable[[nn.Conv2d], nn.Module]) -> Reprogram:
+    """A method that puts ``layer(conv)`` in place of every conv, whatever its options."""
     return lambda conv, options: layer(conv)
-
-
-def _piggyback(conv: nn.Conv2d, options: dict) -> nn.Module:
-    return piggyback_conv(conv, threshold=options["piggyback_threshold"],
-                          score_init=options["piggyback_score_init"], lr=options["piggyback_mask_lr"])
-
-
-def _supsup(conv: nn.Conv2d, options: dict) -> nn.Module:
-    return supsup_conv(conv, sparsity=options["supsup_sparsity"])
 
 
 TUNED_LR = "lr"
@@ -169,131 +167,59 @@ TUNED_LR = "lr"
 # a pretrained network with Adam usually takes 1e-4 or less, so the grid spans a decade and a half below it
 LR_SEARCH = (3e-5, 1e-4, 3e-4, 1e-3)
 
-_CLR_PAPER = "Ge et al., CLR: Channel-wise Lightweight Reprogramming for Continual Learning, ICCV 2023"
-_RELEASE = "the CLR authors' release (docs/release.md §1b)"
 ISOLATED, SHARED = Family.ISOLATED, Family.SHARED
 
-_SPECS = [
-    MethodSpec("Ghost_reduced_v1", ISOLATED, "a depthwise 3x3 after the stem and every conv with a spatial kernel, "
-               "every norm layer, a head", _CLR_PAPER, paper_name="CLR",
-               layers=TaskLayers(_clr(3, None), clr_kernels=True)),
-    MethodSpec("Ghost", ISOLATED, "a depthwise 3x3 after every conv, every norm layer, a head", _CLR_PAPER,
-               paper_name="CLR-Full", layers=TaskLayers(_clr(3, 3), clr_kernels=True)),
-    MethodSpec("Ghost_reduced_v2", ISOLATED, "CLR, plus one scale per channel after every 1x1 conv", _RELEASE,
-               layers=TaskLayers(_clr(3, 1), clr_kernels=True)),
-    MethodSpec("Linear", ISOLATED, "the head only (the backbone and its norm layers frozen)",
-               "the linear probe of the CLR release", layers=TaskLayers(norm="frozen")),
-    MethodSpec("Finetune", ISOLATED, "every weight: one full model per task", "fine-tuning, as in the CLR release",
-               layers=TaskLayers(trains_all=True)),
-    MethodSpec("Ghost_a", ISOLATED, "gated CLR after every conv: conv + gate x depthwise 3x3, every norm layer, a "
-               "head", _RELEASE, layers=TaskLayers(_every_conv(GatedConv))),
-    MethodSpec("li18", ISOLATED, "a residual 1x1 adapter beside every conv, a head (norm layers frozen)",
-               "residual adapters (Rebuffi et al., NeurIPS 2017), as in the CLR release", arch="resnet18",
-               layers=TaskLayers(_every_conv(AdaptedConv), norm="frozen")),
-    MethodSpec("li50", ISOLATED, "li18's adapters on ResNet-50", "residual adapters (Rebuffi et al., NeurIPS 2017), "
-               "as in the CLR release", arch="resnet50",
-               layers=TaskLayers(_every_conv(AdaptedConv), norm="frozen")),
-    MethodSpec("Resnet_Scratch", ISOLATED, "every weight, from a random init", "training from scratch, as in the CLR "
-               "release", weights="none", layers=TaskLayers(trains_all=True)),
-    MethodSpec("Piggyback", ISOLATED, "a binary mask per conv weight of the pretrained backbone (stored at one bit "
-               "per weight), every norm layer, a head", "Mallya et al., Piggyback, ECCV 2018",
-               options={
-                   "piggyback_threshold": Option(5e-3, "Piggyback: a weight is kept where its score exceeds this "
-                                                 "(default %(default)s, the paper's)", high=1, bounds="[)"),
-                   "piggyback_score_init": Option(1e-2, "Piggyback: the constant every score starts at; above the "
-                                                  "threshold, so a fresh task computes the backbone (default "
-                                                  "%(default)s, the paper's)"),
-                   "piggyback_mask_lr": Option(1e-4, "Piggyback: Adam learning rate of the scores; norm layers and "
-                                               "the head take --lr (default %(default)s, the paper's and its code's "
-                                               "LR_MASK)", bounds="(]"),
-               }, layers=TaskLayers(_piggyback)),
-    MethodSpec("SupSup", ISOLATED, "a supermask per conv of a fixed signed-constant random backbone (one bit per "
-               "weight), non-affine norm statistics, a head", "Wortsman et al., Supermasks in Superposition, "
-               "NeurIPS 2020", weights="none",
-               options={
-                   "supsup_sparsity": Option(0.5, "SupSup: fraction of each conv's weights its supermask keeps "
-                                             "(default %(default)s: edge-popup's best k for ResNets, the cap of "
-                                             "SupSup's per-layer budget)", high=1, bounds="(]"),
-               }, layers=TaskLayers(_supsup, affine_norm=False)),
-    MethodSpec("SGD", SHARED, "the whole backbone, in turn, and a head", "sequential fine-tuning, the lower bound",
-               search={TUNED_LR: LR_SEARCH}),
-    MethodSpec("EWC", SHARED, "the whole backbone with a quadratic penalty, and a head",
-               "Kirkpatrick et al., PNAS 2017, online (Schwarz et al., ICML 2018)",
-               options={
-                   "ewc_lambda": Option(10.0, "EWC: weight of the penalty sum_j F_j (w_j - w*_j)^2 (default "
-                                        "%(default)s, Mammoth's online-EWC setting for Seq-CIFAR-10)"),
-                   "ewc_gamma": Option(1.0, "EWC: the accumulated Fisher is multiplied by this before a task's "
-                                       "Fisher is added (online EWC; 1 = plain sum over tasks; default %(default)s)"),
-               }, search={TUNED_LR: LR_SEARCH, "ewc_lambda": (1.0, 10.0, 100.0, 1000.0, 5000.0)}),
-    MethodSpec("LwF", SHARED, "the whole backbone and the earlier heads with distillation to the earlier heads' "
-               "recorded outputs, and a head", "Li & Hoiem, Learning without Forgetting, ECCV 2016",
-               options={
-                   "lwf_alpha": Option(1.0, "LwF: weight of the distillation loss, the sum over earlier tasks (the "
-                                       "paper's lambda_o; default %(default)s, as in the paper and Avalanche)"),
-                   "lwf_mean": Option(0, "LwF: 1 = the distillation loss is the mean over the earlier tasks, not the "
-                                      "paper's sum (this project's variant before 2026-12-04; default %(default)s)",
-                                      high=1),
-                   "lwf_frozen_heads": Option(0, "LwF: 1 = the earlier tasks' heads stay frozen, where the paper "
-                                              "trains them through the distillation (this project's variant before "
-                                              "2026-12-04; default %(default)s)", high=1),
-                   "lwf_warmup_epochs": Option(10, "LwF: epochs of the paper's warm-up step, in which the new head "
-                                               "alone trains (backbone and earlier heads frozen) before the joint "
-                                               "training; 0 = none, this project's variant before 2026-12-04 "
-                                               "(default %(default)s; see docs/baselines.md)"),
-                   "lwf_temperature": Option(2.0, "LwF: softmax temperature of the distillation (default "
-                                             "%(default)s, the paper's)", bounds="(]"),
-               }, search={TUNED_LR: LR_SEARCH, "lwf_alpha": (0.5, 1.0, 2.0, 5.0, 10.0)}),
-    MethodSpec("ER", SHARED, "the whole backbone and the earlier heads with replayed images of the earlier tasks, "
-               "and a head",
-               "Chaudhry et al., On Tiny Episodic Memories in Continual Learning, 2019",
-               options={
-                   "er_per_task": Option(50, "ER: training images kept per learnt task (default %(default)s)"),
-                   "er_batch_size": Option(32, "ER: replayed images added to each training batch (default "
-                                           "%(default)s, the training batch size, as in Chaudhry et al. and "
-                                           "Mammoth)"),
-                   "er_frozen_heads": Option(0, "ER: 1 = the earlier tasks' heads stay frozen, where the paper's "
-                                             "replayed images train their own task's head (this project's variant "
-                                             "before 2026-12-04; default %(default)s)", high=1),
-               }, search={TUNED_LR: LR_SEARCH}),
-    MethodSpec("SI", SHARED, "the whole backbone with a path-integral penalty, and a head",
-               "Zenke, Poole & Ganguli, Synaptic Intelligence, ICML 2017",
-               options={
-                   "si_c": Option(0.1, "SI: weight c of the penalty c sum_k Omega_k (w_k - w*_k)^2 (default "
-                                  "%(default)s, the paper's split CIFAR-10/100 setting)"),
-                   "si_xi": Option(0.1, "SI: damping xi of Omega += omega / (Delta^2 + xi) (default %(default)s, "
-                                   "the paper's split CIFAR-10/100 setting)", bounds="(]"),
-               }, search={TUNED_LR: LR_SEARCH, "si_c": (0.01, 0.1, 1.0, 10.0)}),
-    MethodSpec("PSP", SHARED, "the whole backbone through the task's ±1 contexts, its own norm layers, and a head",
-               "Cheung et al., Superposition of Many Models into One, NeurIPS 2019", fixed_bn=PER_TASK,
-               search={TUNED_LR: LR_SEARCH}),
-    MethodSpec("PackNet", SHARED, "the backbone weights still free, pruned and frozen after the task; a 1-bit mask, "
-               "its own norm layers and a head", "Mallya & Lazebnik, PackNet, CVPR 2018",
-               options={
-                   "packnet_keep": Option(0.5, "PackNet: fraction of each conv's pretrained weights (the largest) "
-                                          "that the backbone keeps before the first task; the rest are freed at "
-                                          "zero (default %(default)s, the paper's prune of its first task, "
-                                          "ImageNet, to 50%%)", high=1, bounds="(]"),
-                   "packnet_prune": Option(0.75, "PackNet: fraction of the weights a task trained (per layer, the "
-                                           "smallest) that go back to the free pool after it; below 1, so a task "
-                                           "keeps weights of its own (default %(default)s, the paper's and its "
-                                           "release's scripts/run_sequence.sh)", high=1, bounds="[)"),
-                   "packnet_retrain_epochs": Option(10, "PackNet: epochs that retrain a task's kept weights after "
-                                                    "its prune (0: none; default %(default)s, the post-prune epochs "
-                                                    "of the release's scripts/run_sequence.sh)"),
-                   "packnet_retrain_lr": Option(1e-4, "PackNet: Adam learning rate of the retraining (default "
-                                                "%(default)s, the release's post-prune rate in run_sequence.sh, a "
-                                                "tenth of its training rate)", bounds="(]"),
-               }, fixed_bn=PER_TASK, search={TUNED_LR: LR_SEARCH, "packnet_prune": (0.5, 0.75, 0.9)}),
-]
-REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
-METHODS = tuple(REGISTRY)
-DEFAULT_METHOD = METHODS[0]
-# named sets of methods that --method accepts in place of a list. "paper": CLR, CLR-Full and every continual-learning
-# method of the paper's comparison that this project implements (the release's own variants, li18/li50 and the
-# scratch and probe references are left out: run them by name)
-METHOD_SETS: dict[str, tuple[str, ...]] = {
-    "paper": ("Ghost_reduced_v1", "Ghost", "SGD", "EWC", "LwF", "ER", "SI", "PSP", "PackNet", "Piggyback", "SupSup"),
-}
+# every registered method, in ``order``: method modules fill it as they are imported (``register``)
+REGISTRY: dict[str, MethodSpec] = {}
+METHODS = REGISTRY.keys()  # a live view: it holds the methods registered after it is imported too
+DEFAULT_METHOD = "Ghost_reduced_v1"  # CLR (network/isolated/clr.py)
+# named sets of methods that --method accepts in place of a list, kept by ``register``. "paper": CLR, CLR-Full and
+# every continual-learning method of the paper's comparison that this project implements, in the paper's order (the
+# specs' ``paper_column``; the release's own variants, li18/li50 and the scratch and probe references are left out:
+# run them by name)
+METHOD_SETS: dict[str, tuple[str, ...]] = {"paper": ()}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    """Add ``spec`` to the registry in its place (its ``order``): each method's module calls it as it is imported (a
+    shared method's through ``implements``). A name, order or paper column another method has, or an option another
+    method declares, is refused; so is a shared method without its code."""
+    if spec.family is Family.SHARED and spec.implementation is None:
+        raise ValueError(f"{spec.name}: a shared-backbone method registers with its code: decorate its Method "
+                         "subclass with @implements(spec)")
+    for other in REGISTRY.values():
+        if other.name == spec.name:
+            raise ValueError(f"two methods are named {spec.name}")
+        if other.order == spec.order:
+            raise ValueError(f"{spec.name} takes order {spec.order}, which {other.name} has: choose a free number")
+        if spec.paper_column is not None and other.paper_column == spec.paper_column:
+            raise ValueError(f"{spec.name} takes paper column {spec.paper_column}, which {other.name} has")
+        taken = sorted(set(spec.options) & set(other.options))
+        if taken:
+            raise ValueError(f"{spec.name} declares {option_flag(taken[0])}, an option of {other.name}")
+    if spec.name in METHOD_SETS:
+        raise ValueError(f"{spec.name} names a set of methods (--method {spec.name})")
+    ordered = sorted([*REGISTRY.values(), spec], key=lambda each: each.order)
+    REGISTRY.clear()  # the same dict, refilled in order: modules hold it by name
+    REGISTRY.update((each.name, each) for each in ordered)
+    METHOD_SETS["paper"] = tuple(each.name for each in sorted(
+        (each for each in ordered if each.paper_column is not None), key=lambda each: each.paper_column))
+    return spec
+
+
+def implements(spec: MethodSpec) -> Callable[[type], type]:
+    """A shared method's class decorator: register ``spec`` with the class as its code."""
+    def register_with(implementation: type) -> type:
+        register(dataclasses.replace(spec, implementation=implementation))
+        return implementation
+    return register_with
+
+
+def discover(package: str, path: Iterable[str]) -> None:
+    """Import every module of ``package`` (its name and ``__path__``): a method's module registers the method as it
+    is imported, so adding a method is adding its file, and no list names it."""
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")
 
 
 def method_spec(method: str) -> MethodSpec:
@@ -303,19 +229,24 @@ def method_spec(method: str) -> MethodSpec:
     return REGISTRY[method]
 
 
+def methods_where(test: Callable[[MethodSpec], object]) -> tuple[str, ...]:
+    """The methods whose spec passes ``test``, in the registry's order."""
+    return tuple(name for name, spec in REGISTRY.items() if test(spec))
+
+
 def methods_of(family: Family) -> tuple[str, ...]:
-    return tuple(name for name, spec in REGISTRY.items() if spec.family is family)
+    return methods_where(lambda spec: spec.family is family)
 
 
 def all_options() -> Iterator[tuple[str, Option]]:
     """Every method's options, in the registry's order."""
-    for spec in _SPECS:
+    for spec in REGISTRY.values():
         yield from spec.options.items()
 
 
 def owner_of(option: str) -> str:
     """The method an option belongs to."""
-    return next(spec.name for spec in _SPECS if option in spec.options)
+    return next(spec.name for spec in REGISTRY.values() if option in spec.options)
 
 
 def method_options(method: str, given: dict[str, int | float] | None = None) -> dict[str, int | float]:
@@ -388,7 +319,7 @@ def policies_of_methods(methods: list[str], norm: str | None,
                                        "but not every weight"),
                                       ("--clr-placement", clr_placement, "clr_kernels", "the CLR variants")):
         if given is not None and not any(getattr(layers, fits) for layers in isolated):
-            names = ", ".join(name for name, spec in REGISTRY.items() if spec.layers and getattr(spec.layers, fits))
+            names = ", ".join(methods_where(lambda spec: spec.layers and getattr(spec.layers, fits)))
             raise NetworkError(f"{flag} applies to {takers} ({names}), none of which is among the methods chosen "
                                f"({', '.join(methods)})")
     return {method: REGISTRY[method].layers.policy(norm, clr_placement) if REGISTRY[method].layers else None
@@ -424,4 +355,6 @@ def options_markdown() -> str:
 
 
 if __name__ == "__main__":  # python -m network.methods: the options table of docs/options.md
-    print(options_markdown())
+    import continual  # noqa: F401  (a script, above every package: the shared methods register as it is imported)
+    from network.methods import options_markdown as registry_table  # the registry's module, not this __main__ copy
+    print(registry_table())

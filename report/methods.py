@@ -2,6 +2,7 @@
 import csv
 from pathlib import Path
 
+import continual  # noqa: F401  (the shared-backbone methods register as it is imported)
 from dataset.task import TaskInfo
 from network import METHODS, REGISTRY, Family
 from report.inputs import MethodResults, read_method

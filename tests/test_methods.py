@@ -1,32 +1,144 @@
-"""The one registry of methods: every --method has one spec, options are checked in one place and refused for
-another method, the CLI, the docs and the report read the registry."""
+"""The one registry of methods: every --method has one spec, declared and registered by the method's own module,
+options are checked in one place and refused for another method, the CLI, the docs and the report read the
+registry, and a new method is one new file."""
+import dataclasses
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
-import continual
+import continual  # noqa: F401  (the shared-backbone methods register as it is imported)
 import main
 from common.cli import Option
 from common.errors import NetworkError
-from network import (DEFAULT_METHOD, METHOD_SETS, REGISTRY, Family, build_model, load_backbone, method_options,
-                     method_spec, methods_of)
-from network.methods import options_markdown
+from continual.method import Method
+from network import (DEFAULT_METHOD, METHOD_SETS, METHODS, REGISTRY, Family, build_model, load_backbone,
+                     method_options, method_spec, methods_of)
+from network.layers import ReprogrammedConv
+from network.methods import options_markdown, register
 from report.methods import display_name, method_label, paper_order
 
 ROOT = Path(__file__).resolve().parent.parent
+ISOLATED = ["Ghost_reduced_v1", "Ghost", "Ghost_reduced_v2", "Linear", "Finetune", "Ghost_a", "li18", "li50",
+            "Resnet_Scratch", "Piggyback", "SupSup"]
+SHARED = ["SGD", "EWC", "LwF", "ER", "SI", "PSP", "PackNet"]
 
 
 def test_every_method_has_one_spec_and_one_family():
     assert list(REGISTRY)[:2] == ["Ghost_reduced_v1", "Ghost"]  # CLR is the default, CLR-Full next
     assert set(methods_of(Family.ISOLATED)) | set(methods_of(Family.SHARED)) == set(REGISTRY)
-    assert set(methods_of(Family.SHARED)) == set(continual.IMPLEMENTATIONS) == {"SGD", "EWC", "LwF", "ER", "SI",
-                                                                                  "PSP", "PackNet"}
     for spec in REGISTRY.values():
         assert spec.citation and spec.learns
-        assert (spec.layers is None) == (spec.family is Family.SHARED)
+        assert (spec.layers is None) == (spec.family is Family.SHARED) == (spec.implementation is not None)
         assert all(name.startswith(spec.name.lower() + "_") for name in spec.options)
+    for method in methods_of(Family.SHARED):  # its code is its own module's class, named as the method
+        code = method_spec(method).implementation
+        assert issubclass(code, Method) and code.__name__ == method and code.__module__ == f"continual.{method.lower()}"
     assert method_spec("li18").arch == "resnet18" and method_spec("SupSup").weights == "none"
+
+
+def test_the_registry_keeps_the_methods_order_and_the_papers_set():
+    """The specs' own order numbers give --help, the report's columns and docs/options.md their order; their paper
+    columns give the paper set."""
+    assert list(REGISTRY) == list(METHODS) == ISOLATED + SHARED
+    assert [spec.order for spec in REGISTRY.values()] == sorted(spec.order for spec in REGISTRY.values())
+    assert METHOD_SETS == {"paper": ("Ghost_reduced_v1", "Ghost", "SGD", "EWC", "LwF", "ER", "SI", "PSP", "PackNet",
+                                     "Piggyback", "SupSup")}
+    assert DEFAULT_METHOD == ISOLATED[0]
+
+
+def test_importing_network_alone_registers_the_isolated_methods_and_continual_the_rest():
+    script = "import network; print(*network.METHODS); import continual; print(*network.METHODS)"
+    lines = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    assert lines == [" ".join(ISOLATED), " ".join(ISOLATED + SHARED)]
+
+
+@pytest.mark.parametrize("method, change, error", [
+    ("EWC", {}, r"^two methods are named EWC$"),
+    ("EWC", {"name": "Ewc2", "options": {}, "search": {"lr": (1e-3,)}},
+     r"^Ewc2 takes order 130, which EWC has: choose a free number$"),
+    ("EWC", {"name": "Other", "order": 999, "options": {}, "search": {"lr": (1e-3,)}},
+     r"^Other takes paper column 4, which EWC has$"),
+    ("EWC", {"name": "Ewc", "order": 999, "paper_column": None}, r"^Ewc declares --ewc-gamma, an option of EWC$"),
+    ("SGD", {"name": "paper", "order": 999, "paper_column": None}, r"^paper names a set of methods"),
+    ("SGD", {"name": "NoCode", "order": 999, "paper_column": None, "implementation": None},
+     r"^NoCode: a shared-backbone method registers with its code"),
+    ("Linear", {"name": "WithCode", "order": 999, "implementation": Method},
+     r"^WithCode: an isolated method's code is its layers"),
+])
+def test_register_refuses_a_taken_name_order_paper_column_or_option(method, change, error):
+    before = dict(REGISTRY), dict(METHOD_SETS)
+    with pytest.raises(ValueError, match=error):
+        register(dataclasses.replace(REGISTRY[method], **change))
+    assert (dict(REGISTRY), dict(METHOD_SETS)) == before
+
+
+NEW_ISOLATED = """
+    from torch import nn
+
+    from common.cli import Option
+    from network.layers import ReprogrammedConv
+    from network.methods import ISOLATED, MethodSpec, TaskLayers, register
+
+
+    def _kernel(conv: nn.Conv2d, options: dict) -> nn.Module | None:
+        return None if conv.kernel_size == (1, 1) else ReprogrammedConv(conv, options["wide_kernel"])
+
+
+    register(MethodSpec("Wide", ISOLATED, "a wider CLR kernel", "a test", order=115,
+                        options={"wide_kernel": Option(5, "Wide: the kernel size (default %(default)s)")},
+                        layers=TaskLayers(_kernel)))
+"""
+NEW_SHARED = """
+    from continual.method import Method
+    from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
+
+    SPEC = MethodSpec("Plain", SHARED, "the whole backbone", "a test", order=185, search={TUNED_LR: LR_SEARCH})
+
+
+    @implements(SPEC)
+    class Plain(Method):
+        pass
+"""
+
+
+@pytest.fixture
+def new_methods(tmp_path, monkeypatch):
+    """A package that discovers its modules as network.isolated and continual do, with one new method per file,
+    imported; the registry as it was afterwards."""
+    package = tmp_path / "new_methods"
+    package.mkdir()
+    (package / "__init__.py").write_text("from network.methods import discover\n\ndiscover(__name__, __path__)\n")
+    (package / "wide.py").write_text(textwrap.dedent(NEW_ISOLATED))
+    (package / "plain.py").write_text(textwrap.dedent(NEW_SHARED))
+    monkeypatch.syspath_prepend(tmp_path)
+    before = dict(REGISTRY), dict(METHOD_SETS)
+    try:
+        yield __import__("new_methods")
+    finally:
+        for saved, now in zip(before, (REGISTRY, METHOD_SETS)):
+            now.clear()
+            now.update(saved)
+        for name in [name for name in sys.modules if name.split(".")[0] == "new_methods"]:
+            del sys.modules[name]
+
+
+def test_a_new_method_is_one_new_file(new_methods):
+    assert list(REGISTRY) == [*ISOLATED, "Wide", *SHARED, "Plain"]  # each in its place by its order number
+    assert method_spec("Plain").implementation is new_methods.plain.Plain
+    assert METHOD_SETS["paper"][0] == DEFAULT_METHOD and "Wide" not in METHOD_SETS["paper"]
+    assert "| `--wide-kernel` | `Wide` | 5 | [0, ∞) |" in options_markdown().splitlines()
+    shown = " ".join(main.get_args_parser().format_help().split())
+    assert "Wide: a wider CLR kernel" in shown and "--wide-kernel" in shown
+    args = main.parse_args(["--method", "Wide", "Plain", "--wide-kernel", "3"])
+    assert [(m.method, m.options) for m in args.methods] == [("Wide", {"wide_kernel": 3}), ("Plain", {})]
+    model = build_model(load_backbone("resnet18", "none"), "Wide", 3, {"wide_kernel": 3})
+    kernels = [module for module in model.modules() if isinstance(module, ReprogrammedConv)]
+    assert len(kernels) == 1 + 8 * 2 and kernels[0].clr.kernel_size == (3, 3)  # the stem and every 3x3 conv
 
 
 def test_the_cli_offers_exactly_the_registrys_methods_and_options():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from continual import IMPLEMENTATIONS
+import continual  # noqa: F401  (the shared-backbone methods register as it is imported)
 from continual.packnet import OwnedWeightsConv
 from continual.psp import ContextConv
 from network import (REGISTRY, Family, MultiHeadModel, build_model, classifier_name, feature_extractor, load_backbone,
@@ -171,7 +171,7 @@ def test_every_method_runs_on_other_networks_or_refuses_in_one_line(arch):
         else:
             ctx = SimpleNamespace(backbone=backbone, recipe=Recipe(), options=method_options(method), device="cpu",
                                   image_size=32, shared_bn=shared_bn_of(method, None))
-            model = IMPLEMENTATIONS[method](ctx).build_model()
+            model = spec.implementation(ctx).build_model()
             model.add_head(3)
         model.train()
         torch.nn.functional.cross_entropy(model(x()), torch.tensor([0, 2])).backward()

@@ -41,7 +41,7 @@ def search_with_scores(method: str, scores: dict[str, float], lr: float = 1e-3) 
         def score(self, values):
             return {"score": scores[trial_name(values)]}
 
-    return Scored(ctx, [], None)
+    return Scored(ctx, [])
 
 
 def test_the_search_goes_one_coordinate_at_a_time_and_ties_go_to_the_untuned_value():
