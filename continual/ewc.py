@@ -3,9 +3,9 @@ ICML 2018, "Progress & Compress"): a quadratic penalty pulls each backbone weigh
 last task, in proportion to how much the earlier tasks' log-likelihood depends on it (a diagonal Fisher)."""
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, grad, vmap
 
 from common.cli import Option
+from continual.importance import importance_penalty, mean_per_image_gradient
 from continual.method import Method, TaskData
 from dataset.images import Normalisation
 from network import MultiHeadModel
@@ -23,8 +23,6 @@ SPEC = MethodSpec(
                             "(online EWC; 1 = plain sum over tasks; default %(default)s)"),
     }, search={TUNED_LR: LR_SEARCH, "ewc_lambda": (1.0, 10.0, 100.0, 1000.0, 5000.0)})
 
-FISHER_CHUNK = 16  # images whose per-image gradients are held at once
-
 
 @implements(SPEC)
 class EWC(Method):
@@ -40,8 +38,7 @@ class EWC(Method):
         return loss, logits
 
     def penalty(self, model: MultiHeadModel) -> torch.Tensor:
-        params = dict(model.named_parameters())
-        return sum((self.fisher[name] * (params[name] - anchor) ** 2).sum() for name, anchor in self.anchor.items())
+        return importance_penalty(model, self.fisher, self.anchor)
 
     def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
         shared = self.shared_parameters(model)
@@ -60,29 +57,16 @@ class EWC(Method):
         self.fisher, self.anchor = _to(state["fisher"], self.ctx.device), _to(state["anchor"], self.ctx.device)
 
 
-@torch.no_grad()  # torch.func.grad still differentiates; this keeps the head's autograd graph out of the result
 def diagonal_fisher(model: MultiHeadModel, shared: list[tuple[str, torch.nn.Parameter]], runtime: Runtime,
                     normalisation: Normalisation, images: torch.Tensor,
                     labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """The empirical Fisher's diagonal for the ``shared`` backbone parameters: the mean over the images of each
-    per-image squared gradient of log p(label | image), with BN in eval mode (per-image gradients need per-image
-    statistics)."""
-    model.eval()
-    params = {name: p.detach() for name, p in shared}
+    per-image squared gradient of log p(label | image), with BN in eval mode."""
+    def log_likelihood(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return -F.cross_entropy(logits, label)
 
-    def log_likelihood(backbone: dict, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(model, backbone, (image.unsqueeze(0),))
-        return -F.cross_entropy(logits.float(), label.unsqueeze(0))
-
-    per_image = vmap(grad(log_likelihood), in_dims=(None, 0, 0))
-    fisher = {name: torch.zeros_like(p) for name, p in params.items()}
-    device = runtime.device
-    for start in range(0, len(labels), FISHER_CHUNK):
-        chunk = normalisation(images[start:start + FISHER_CHUNK].to(device))
-        grads = per_image(params, runtime.model_input(chunk), labels[start:start + FISHER_CHUNK].to(device))
-        for name, g in grads.items():
-            fisher[name] += (g.float() ** 2).sum(0)
-    return {name: f / len(labels) for name, f in fisher.items()}
+    return mean_per_image_gradient(model, shared, runtime, normalisation, images, log_likelihood,
+                                   lambda g: g ** 2, labels)
 
 
 def _to(tensors: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:

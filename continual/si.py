@@ -11,6 +11,7 @@ from functools import partial
 import torch
 
 from common.cli import Option
+from continual.importance import importance_penalty
 from continual.method import Method, TaskData
 from network import MultiHeadModel
 from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
@@ -46,10 +47,7 @@ class SI(Method):
     def batch_loss(self, model, data, images, labels, index):
         loss, logits = super().batch_loss(model, data, images, labels, index)
         if self.importance:
-            params = dict(model.named_parameters())
-            penalty = sum((omega * (params[name] - self.anchor[name]) ** 2).sum()
-                          for name, omega in self.importance.items())
-            loss = loss + self.option("si_c") * penalty
+            loss = loss + self.option("si_c") * importance_penalty(model, self.importance, self.anchor)
         return loss, logits
 
     def task_hooks(self, model: MultiHeadModel, data: TaskData) -> MethodHooks:
