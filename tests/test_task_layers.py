@@ -57,7 +57,7 @@ def backbone() -> nn.Module:
 def toy(monkeypatch) -> str:
     """A method that puts a ScaledConv after every conv, its norm layers frozen (only the layers and the head
     train)."""
-    spec = MethodSpec("Toy", ISOLATED, "a scale and a shift after every conv, a head", "this test",
+    spec = MethodSpec("Toy", ISOLATED, "a scale and a shift after every conv, a head", "this test", order=999,
                       layers=TaskLayers(lambda conv, options: ScaledConv(conv, SCALE_RATE), norm="frozen"))
     monkeypatch.setitem(REGISTRY, "Toy", spec)
     return "Toy"
