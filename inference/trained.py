@@ -15,7 +15,7 @@ from network import DEFAULT_METHOD, METHODS, Family, TaskModel, load_task_state,
 from training.context import Context
 from training.loop import build_task_model
 from training.record import TaskRecord
-from training.saved import PURPOSES, differing_settings, recorded_policy
+from training.saved import PURPOSES, differing_settings, recorded_options, recorded_policy
 from training.settings import Layout
 
 
@@ -84,10 +84,10 @@ def require_given_settings(trained: Trained, given: dict) -> None:
 
 
 def task_model(ctx: Context, record: TaskRecord) -> TaskModel:
-    """The task's model: a fresh copy of the backbone, built with the recorded norm policy and CLR placement, with
-    the recorded task state loaded."""
+    """The task's model: a fresh copy of the backbone, built with the recorded method options, norm policy and CLR
+    placement, with the recorded task state loaded."""
     model = build_task_model(ctx.backbone, record.config["method"], record.num_classes, ctx.runtime,
-                             policy=recorded_policy(record.config))
+                             recorded_options(record.config), recorded_policy(record.config))
     load_task_state(model, record.state)
     return model
 

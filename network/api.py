@@ -12,8 +12,8 @@ from network.methods import DEFAULT_METHOD, LayerPolicy
 from network.state import load_task_state, stored_state
 from network.task_model import TaskModel, build_model
 
-_FORMAT = 1  # the layout of a saved task file: {"format", "method", "num_classes", "state"}, and "policy" (its
-# LayerPolicy.as_config(); a file without it has the method's own)
+_FORMAT = 1  # the layout of a saved task file: {"format", "method", "num_classes", "state"}, "policy" (its
+# LayerPolicy.as_config(); a file without it has the method's own) and "options" (the method's; without: its defaults)
 
 
 def reprogram(model: nn.Module, num_classes: int, method: str = DEFAULT_METHOD,
@@ -30,12 +30,12 @@ def save_task(model: TaskModel, path: str | os.PathLike) -> None:
     """Save the task's own tensors (masks at one bit per weight), with what is needed to rebuild it: nothing of the
     backbone. Written atomically: an interrupted save leaves no half-written file."""
     save_torch({"format": _FORMAT, "method": model.method, "num_classes": model.num_classes,
-                "policy": model.policy.as_config(), "state": stored_state(model)}, Path(path))
+                "policy": model.policy.as_config(), "options": model.options, "state": stored_state(model)}, Path(path))
 
 
 def load_task(model: nn.Module, path: str | os.PathLike) -> TaskModel:
     """The task saved in ``path``, rebuilt on ``model``: the backbone it was trained on (the same architecture and
-    weights), which is not changed."""
+    weights), which is not changed, with the method's options and the policy it was saved with."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as error:
@@ -45,7 +45,7 @@ def load_task(model: nn.Module, path: str | os.PathLike) -> TaskModel:
     if not isinstance(saved, dict) or saved.get("format") != _FORMAT:
         raise NetworkError(f"{path} is not a task saved by save_task")
     recorded = saved.get("policy")  # None: a file saved before the policy was, with the method's own
-    task = build_model(model, saved["method"], saved["num_classes"],
+    task = build_model(model, saved["method"], saved["num_classes"], saved.get("options"),
                        policy=LayerPolicy(**recorded) if recorded else None)
     load_task_state(task, saved["state"])
     return task

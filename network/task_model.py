@@ -48,6 +48,7 @@ class TaskModel(nn.Module):
     head_name: str  # the classifier's module name, where the task's head is
     backbone_parameters: int  # of the plain backbone, for parameter_cost
     policy: LayerPolicy  # its norm policy and CLR placement
+    options: dict[str, int | float]  # the method's options it was built with
 
     @property
     def task_head(self) -> nn.Linear:
@@ -127,7 +128,7 @@ def _mixed_class(mixin: type, network_class: type) -> type:
                 {"__module__": __name__, "mixed_into": network_class})
 
 
-_TASK_MODEL_MEMBERS = ("method", "arch", "head_name", "backbone_parameters", "policy")  # set on each
+_TASK_MODEL_MEMBERS = ("method", "arch", "head_name", "backbone_parameters", "policy", "options")  # set on each
 
 
 def build_model(backbone: nn.Module, method: str, num_classes: int, options: dict[str, int | float] | None = None,
@@ -138,9 +139,9 @@ def build_model(backbone: nn.Module, method: str, num_classes: int, options: dic
     task layers and a fresh head in place of the backbone's classifier, and exactly the task-specific tensors
     require gradients. Layers with PyTorch's
     default init (Ghost_a, li18, li50, SupSup's scores) and the head draw on the global random state: seed it
-    first. ``options`` are the method's hyper-parameters, checked against the registry (default: its defaults);
-    training needs them, a saved task does not (its state holds what they decided). ``policy`` is its norm policy
-    and CLR placement (None: the method's own); a saved task is rebuilt with the one it recorded.
+    first. ``options`` are the method's hyper-parameters, checked against the registry (default: its defaults),
+    ``policy`` its norm policy and CLR placement (None: the method's own); a saved task is rebuilt with the ones it
+    recorded, since options may decide the shapes of its tensors (a layer's group size).
     """
     spec = method_spec(method)
     if spec.layers is None:
@@ -168,7 +169,7 @@ def build_model(backbone: nn.Module, method: str, num_classes: int, options: dic
     model: TaskModel = network
     model.method, model.arch, model.num_classes, model.head_name = method, arch, num_classes, head_name
     model.backbone_parameters = parameter_count(backbone)
-    model.policy = policy
+    model.policy, model.options = policy, values
     model.requires_grad_(False)
     for _, module in model.task_modules():
         for parameter in owned_parameters(module).values():

@@ -15,7 +15,7 @@ from report.inputs import MethodResults
 from training.context import Context
 from training.loop import build_task_model, evaluate
 from training.record import TaskRecord
-from training.saved import PIXELS, differing_settings, recorded_policy
+from training.saved import PIXELS, differing_settings, recorded_options, recorded_policy
 
 
 @dataclass
@@ -49,10 +49,10 @@ class Verification:
 
 
 def verify_task(ctx: Context, sample: TaskSample, method: str, record: TaskRecord) -> int:
-    """Re-load a task's saved state onto a freshly built backbone (with its recorded norm policy and CLR placement)
-    and count its correct validation images."""
-    model = build_task_model(ctx.backbone, method, sample.num_classes, ctx.runtime,
-                             policy=recorded_policy(record.config))
+    """Re-load a task's saved state onto a freshly built backbone (with its recorded method options, norm policy and
+    CLR placement) and count its correct validation images."""
+    model = build_task_model(ctx.backbone, method, sample.num_classes, ctx.runtime, recorded_options(record.config),
+                             recorded_policy(record.config))
     load_task_state(model, record.state)
     tensors = ctx.tensors(sample)
     batches = ctx.batches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, shuffle=False)

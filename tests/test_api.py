@@ -1,4 +1,5 @@
-"""The Python API of docs/api.md: its example runs as printed, and a saved task is exactly the task."""
+"""The Python API of docs/api.md: its example runs as printed, and a saved task is exactly the task, rebuilt with the
+options it was trained with."""
 import os
 import re
 from pathlib import Path
@@ -7,8 +8,12 @@ import pytest
 import torch
 from torchvision.models import mobilenet_v3_small, resnet18, resnet34
 
+from common.cli import Option
 from common.errors import NetworkError
 from network import LayerPolicy, load_task, parameter_count, reprogram, save_task
+from network.layers import ReprogrammedConv
+from network.methods import ISOLATED, REGISTRY, MethodSpec, TaskLayers
+from training.saved import recorded_options
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,3 +73,38 @@ def test_a_task_saved_with_a_policy_loads_with_it_and_an_older_file_with_the_met
     torch.save(saved, tmp_path / "older.pt")
     with pytest.raises(NetworkError, match=r"^task state is for a different method or architecture"):
         load_task(model, tmp_path / "older.pt")  # read as the method's own policy, which this state does not fit
+
+
+@pytest.fixture
+def kernel_size_method(monkeypatch) -> str:
+    """A method whose option decides the shape of its tensors: CLR with a kernel of --wide-kernel's size."""
+    spec = MethodSpec("Wide", ISOLATED, "a CLR kernel of a chosen size after every conv", "this test", order=999,
+                      options={"wide_kernel": Option(3, "the kernel size")},
+                      layers=TaskLayers(lambda conv, options: ReprogrammedConv(conv, options["wide_kernel"])))
+    monkeypatch.setitem(REGISTRY, "Wide", spec)
+    return "Wide"
+
+
+def test_a_task_is_rebuilt_with_the_options_it_was_saved_with(kernel_size_method, tmp_path):
+    model = resnet18().eval()
+    task = reprogram(model, 3, kernel_size_method, {"wide_kernel": 5})
+    with torch.no_grad():
+        task.conv1.clr.weight.add_(0.01 * torch.randn_like(task.conv1.clr.weight))
+    save_task(task, tmp_path / "task.pt")
+    loaded = load_task(model, tmp_path / "task.pt")
+    assert loaded.options == {"wide_kernel": 5} and loaded.conv1.clr.kernel_size == (5, 5)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), task.eval()(images))
+    saved = torch.load(tmp_path / "task.pt", weights_only=True)
+    del saved["options"]
+    torch.save(saved, tmp_path / "older.pt")
+    with pytest.raises(NetworkError, match=r"^task state tensor conv1\.clr\.weight has shape \[64, 1, 5, 5\], the "
+                                           r"model expects \[64, 1, 3, 3\]$"):
+        load_task(model, tmp_path / "older.pt")  # read with the option's default, which this state does not fit
+
+
+def test_a_record_gives_back_the_options_it_was_trained_with(kernel_size_method):
+    config = {"method": kernel_size_method, "lr": 1e-3, "wide_kernel": 7, "piggyback_threshold": 0.1}
+    assert recorded_options(config) == {"wide_kernel": 7}  # its own method's only
+    assert recorded_options({"method": kernel_size_method}) == {}  # an older record: the defaults then

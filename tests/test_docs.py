@@ -8,7 +8,8 @@ Links are the relative targets of [text](path) and ![alt](path); an anchor (#...
 page it points to. Every method named in a docs table's method column exists, every default in options.md's
 first table is the parser's, and every CSV is written through common.files.
 
-Every Python snippet of the README and docs/api.md runs as shown, quickly and without the network. Every benchmark
+Every Python snippet of the README and docs/api.md runs as shown, quickly and without the network, and every one of
+docs/adding-a-method.md is an excerpt of the method file it walks through. Every benchmark
 script is named somewhere, the glossary's method families are the registry's, and the README stays one screen to
 start: at most README_LINES lines, with the demo, the tests and where the data comes from in its first screen.
 """
@@ -406,6 +407,15 @@ def test_python_snippet_runs(page, number, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(socket.socket, "connect", refuse_network)
     runpy.run_path(str(script), run_name="__snippet__")
+
+
+def test_the_worked_example_of_adding_a_method_quotes_the_real_file():
+    """Every Python block of docs/adding-a-method.md is an excerpt of the file it walks through, as it is now."""
+    source = (ROOT / "network" / "isolated" / "eft.py").read_text(encoding="utf-8")
+    blocks = [code for _, code in PYTHON_FENCE.findall((ROOT / "docs" / "adding-a-method.md").read_text("utf-8"))]
+    assert len(blocks) >= 5
+    stale = [code for code in blocks if code not in source]
+    assert not stale, f"docs/adding-a-method.md quotes lines that network/isolated/eft.py does not have: {stale}"
 
 
 def test_every_benchmark_is_named_in_the_docs():

@@ -25,8 +25,8 @@ def build_optimizer(model: TrainableModel, lr: float, runtime: Runtime) -> torch
 def build_task_model(backbone: torch.nn.Module, method: str, num_classes: int, runtime: Runtime,
                      options: dict[str, int | float] | None = None,
                      policy: LayerPolicy | None = None) -> torch.nn.Module:
-    """A task's model for ``method`` (with its ``options`` while training; a saved task needs none) with its norm
-    policy and CLR placement (a saved task's recorded ones), on the runtime's device and memory format."""
+    """A task's model for ``method`` with its ``options``, norm policy and CLR placement (a saved task's recorded
+    ones), on the runtime's device and memory format."""
     return runtime.prepare(build_model(backbone, method, num_classes, options, policy))
 
 

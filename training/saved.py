@@ -53,6 +53,12 @@ def recorded_policy(config: dict) -> LayerPolicy:
     return LayerPolicy(**{key: recorded[key] for key in LayerPolicy().as_config()})
 
 
+def recorded_options(config: dict) -> dict[str, int | float]:
+    """The method's options a task was trained with, to rebuild its model with: some decide the shapes of its
+    tensors (a layer's group size). One a file does not record (written before the option existed) is its default."""
+    return {name: config[name] for name in method_spec(config["method"]).options if name in config}
+
+
 def differing_settings(saved: dict, current: dict, purpose: str) -> list[str]:
     """The settings of ``current`` that ``saved`` (a file's config) differs in, for ``purpose`` (a key of
     PURPOSES), as "--option saved (now value)", or "the data" for the images and labels."""
