@@ -11,11 +11,11 @@ from functools import partial
 import torch
 
 from common.cli import Option
-from continual.method import Method, TaskData
 from network import MultiHeadModel
 from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
 from training.checkpoints import MethodHooks
 from training.context import Context
+from training.shared_method import Method, TaskData
 
 SPEC = MethodSpec(
     "SI", SHARED, "the whole backbone with a path-integral penalty, and a head",
