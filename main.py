@@ -18,12 +18,11 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-import continual
+import continual  # noqa: F401  (the shared-backbone methods register as it is imported)
 from common.cli import OneLineParser, add_options, number, option_flag
 from common.console import TransientBar, console_log, print_stop_line
 from common.errors import ClrError, NetworkError, RunError, Terminated
@@ -34,20 +33,22 @@ from dataset.synthetic import DEMO_TASKS, ensure_synthetic_dct
 from dataset.task import TaskInfo, TaskSample
 from inference import predict as prediction
 from inference.mapper import task_anchor
-from network import (CLR_PLACEMENTS, DEFAULT_METHOD, METHOD_SETS, METHODS, NORM_POLICIES, REGISTRY, Family,
-                     MethodSpec, all_options, backbone_choice, backbone_id, check_arch, check_shared_bn,
-                     expand_methods, input_config, load_backbone, method_spec, methods_where, options_of_methods,
-                     policies_of_methods, shared_bn_of)
+from network import (CLR_PLACEMENTS, DEFAULT_METHOD, METHOD_SETS, METHODS, NORM_POLICIES, REGISTRY, MethodSpec,
+                     all_options, backbone_choice, backbone_id, check_arch, check_shared_bn, expand_methods,
+                     input_config, load_backbone, method_spec, methods_where, options_of_methods, policies_of_methods,
+                     shared_bn_of)
 from network.backbone import DEFAULT_ARCH, TIMM_PREFIX
 from network.methods import SHARED_BN
 from report import add_arguments as add_report_arguments
 from report import report_run, require_results, tasks_on_disk, write_report, write_seeds_report
 from training import distributed
 from training.context import Context, bn_needs_two_images
-from training.isolated import forget_tasks, isolated_units, record_finished
+from training.families import family_of
+from training.isolated import TaskDone
 from training.lock import run_locks
 from training.settings import (PRECISIONS, Layout, MethodSettings, Recipe, prepare_output_folder, resolve_device,
                                runtime_for)
+from training.tuning import DEFAULT_TUNING_TASKS, tune
 from training.work import WorkUnit, do_units
 
 log = console_log()
@@ -130,7 +131,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "images less a held-out tenth, never the validation split: A-GEM's protocol, "
                         "docs/baselines.md#tuning), then learn every task with them; isolated methods keep the recipe")
     recipe.add_argument("--tune-tasks", type=number(int), metavar="N", help="with --tune: how many of the run's first "
-                        f"tasks the choice is made on (default {continual.DEFAULT_TUNING_TASKS}, A-GEM's)")
+                        f"tasks the choice is made on (default {DEFAULT_TUNING_TASKS}, A-GEM's)")
     recipe.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="run every method once per seed, "
                         "each seed in its own seed_<S>/ folders under --result and --weight, and report the mean, "
                         "the standard deviation and 95%% intervals over the seeds (instead of --seed)")
@@ -202,7 +203,7 @@ def tuning_tasks(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             if name in spec.options and getattr(args, name) is not None:
                 parser.error(f"--tune chooses {option_flag(name)} for --method {spec.name}: leave it out, or run "
                              "without --tune")
-    return args.tune_tasks or continual.DEFAULT_TUNING_TASKS
+    return args.tune_tasks or DEFAULT_TUNING_TASKS
 
 
 def seeds_of(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[int]:
@@ -232,31 +233,15 @@ def method_settings(args: argparse.Namespace) -> list[MethodSettings]:
     return settings
 
 
-@dataclass(frozen=True)
-class Driver:
-    """How a method family's tasks are learnt and forgotten, and what follows from it."""
-
-    units: Callable[[Context, list[TaskSample]], list[WorkUnit]]  # the work, in units one process does alone
-    forget: Callable[[Context, list[TaskSample]], None]  # --fresh
-    finish: Callable[[Context, list[TaskSample]], None] | None  # the leader's, once every process is done
-    task_mapper: bool  # each task gets an anchor, and the run ends with task-agnostic accuracy
+def anchor_fitter(ctx: Context) -> TaskDone:
+    """What a run with the task mapper does after each task: fit the task's anchor while its images are at hand."""
+    return lambda sample, record: task_anchor(ctx, sample.task, record.config)
 
 
-def units_with_anchors(ctx: Context, samples: list[TaskSample]) -> list[WorkUnit]:
-    """The isolated methods' tasks, each with the task mapper's anchor fitted while its images are at hand."""
-    return isolated_units(ctx, samples, lambda sample, record: task_anchor(ctx, sample.task, record.config))
-
-
-def sequence_units(ctx: Context, samples: list[TaskSample]) -> list[WorkUnit]:
-    return [continual.sequence_unit(ctx, samples)]
-
-
-DRIVERS = {Family.ISOLATED: Driver(units_with_anchors, forget_tasks, record_finished, task_mapper=True),
-           Family.SHARED: Driver(sequence_units, continual.forget, None, task_mapper=False)}
-
-
-def driver_of(method: str) -> Driver:
-    return DRIVERS[method_spec(method).family]
+def units_of(ctx: Context, samples: list[TaskSample]) -> list[WorkUnit]:
+    """The context's work, as its method's family divides it into units."""
+    family = family_of(ctx.method)
+    return family.units(ctx, samples, anchor_fitter(ctx) if family.task_mapper else None)
 
 
 def mode_of(args: argparse.Namespace) -> str:
@@ -377,7 +362,7 @@ def report_seeds(top: Layout, layouts: dict[int, Layout], contexts: list[Context
     then, with several seeds, the report across them in the top result folder."""
     for layout in layouts.values():
         mine = [ctx for ctx in contexts if ctx.layout == layout]
-        report_run(mine, tasks, task_agnostic=[ctx for ctx in mine if driver_of(ctx.method).task_mapper],
+        report_run(mine, tasks, task_agnostic=[ctx for ctx in mine if family_of(ctx.method).task_mapper],
                    verify=verify)
     if len(layouts) > 1:
         print(write_seeds_report(top, layouts, tasks))
@@ -405,20 +390,19 @@ def train(args: argparse.Namespace) -> int:
                     write_manifest(sample, layout.manifest(sample.task.name))
             if args.fresh:
                 for ctx in contexts:
-                    driver_of(ctx.method).forget(ctx, samples)
+                    family_of(ctx.method).forget(ctx, samples)
         distributed.barrier()  # no task is claimed before --fresh has forgotten it
         torch.backends.cudnn.benchmark = True
         if args.tune_tasks:
-            contexts = continual.tune(contexts, samples, args.tune_tasks)
+            contexts = tune(contexts, samples, args.tune_tasks)
         for ctx in contexts:
             log.info("%s on %s (%s), seed %d, %d task(s), %s, device %s", method_spec(ctx.method).label, ctx.arch,
                      ctx.backbone_id, ctx.recipe.seed, len(samples), method_spec(ctx.method).family.value,
                      ctx.device)
-        do_units([unit for ctx in contexts for unit in driver_of(ctx.method).units(ctx, samples)])
+        do_units([unit for ctx in contexts for unit in units_of(ctx, samples)])
         if distributed.is_leader():
             for ctx in contexts:
-                if finish := driver_of(ctx.method).finish:
-                    finish(ctx, samples)
+                family_of(ctx.method).finish(ctx, samples)
             report_seeds(top, layouts, contexts, source.tasks, verify=not args.no_verify)
     return 0
 

@@ -4,9 +4,10 @@
     python benchmarks/balance.py --methods Ghost_reduced_v1 --seeds 1 --processes 2 4 8   # CLR alone
     python benchmarks/balance.py --stat MY_STAT.csv --epochs 30
 
-The units are those of training.work: each task of an isolated method for each seed, and each shared-backbone
-method's whole sequence for each seed (its tasks depend on each other, so one process learns them all). A unit's
-cost is training.work.task_cost, (train + val images) x epochs, the work of a task that never stops early; a
+The units are those a run makes, as each method's family plans them (training.families), with the same labels: each
+task of an isolated method for each seed, and each shared-backbone method's whole sequence for each seed (its tasks
+depend on each other, so one process learns them all). A unit's cost is training.work.task_cost, from the stat file's
+counts, (train + val images) x epochs, the work of a task that never stops early; a
 sequence costs the sum of its tasks'. Costs count images, not time: a method that computes more per image (a full
 fine-tune, PackNet's retraining epochs) takes longer than its share. Each process's load is the sum of its units'
 costs; the run takes as long as the busiest process, so max/mean load is the slowdown against a perfect split
@@ -25,22 +26,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import continual  # noqa: E402,F401  (the shared-backbone methods register as it is imported)
 from dataset.sources import DEFAULT_STAT, read_stat  # noqa: E402
 from dataset.task import TaskInfo  # noqa: E402
-from network import METHOD_SETS, Family, expand_methods, method_spec  # noqa: E402
+from network import METHOD_SETS, expand_methods  # noqa: E402
 from training.distributed import largest_first  # noqa: E402  (the order the processes claim units in)
-from training.work import task_cost  # noqa: E402  (the cost the processes order them by)
+from training.families import family_of  # noqa: E402  (the units a run makes, with their labels and costs)
 
 
 def unit_costs(tasks: Sequence[TaskInfo], methods: Sequence[str], seeds: int, epochs: int) -> list[tuple[str, int]]:
-    """The run's units in run order (seed by seed, method by method), each as (label, cost)."""
-    costs = [task_cost(task.train_num, task.val_num, epochs) for task in tasks]
-    units = []
-    for seed in range(seeds):
-        for method in methods:
-            if method_spec(method).family is Family.SHARED:
-                units.append((f"{method} seed {seed} (sequence)", sum(costs)))
-            else:
-                units += [(f"{method} seed {seed} {task.name}", cost) for task, cost in zip(tasks, costs)]
-    return units
+    """The run's units in run order (seed by seed, method by method), each as (label, cost), as main.py's run of
+    seeds 0 .. seeds-1 makes them."""
+    return [unit for seed in range(seeds) for method in methods
+            for unit in family_of(method).costed(method, seed, tasks, epochs)]
 
 
 def largest_first_loads(costs: Sequence[int], processes: int) -> list[int]:

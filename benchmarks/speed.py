@@ -35,7 +35,8 @@ from dataset.loader import DeviceBatches, ReleaseStyleDataset  # noqa: E402
 from dataset.preprocess import decode_images, default_workers, load_task_tensors  # noqa: E402
 from dataset.sources import DEFAULT_STAT, open_data, read_stat  # noqa: E402
 from dataset.synthetic import DEMO_TASKS, write_synthetic_dct  # noqa: E402
-from network import DEFAULT_ARCH, Family, build_model, input_config, load_backbone, methods_of  # noqa: E402
+from network import DEFAULT_ARCH, build_model, input_config, load_backbone  # noqa: E402
+from training.families import ISOLATED_FAMILY  # noqa: E402  (the methods with a model per task)
 from training.loop import build_optimizer, build_task_model, evaluate, train_one_epoch  # noqa: E402  (measured)
 from training.settings import (PRECISIONS, RELEASE_EVAL_BATCH, Recipe, Runtime, resolve_device,  # noqa: E402
                                runtime_for)
@@ -46,7 +47,7 @@ REPRODUCTION_EPOCHS = 60
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default=DEFAULT_ARCH, help="any of main.py's --arch values (default %(default)s)")
-    parser.add_argument("--method", choices=methods_of(Family.ISOLATED), default=methods_of(Family.ISOLATED)[0],
+    parser.add_argument("--method", choices=ISOLATED_FAMILY.methods, default=ISOLATED_FAMILY.methods[0],
                         help="an isolated method (default %(default)s)")
     parser.add_argument("--image-size", type=int, help="default: 224 on CUDA, 64 on CPU")
     parser.add_argument("--batch-size", type=int, default=32, help="training batch (default 32)")

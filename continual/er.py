@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from common.cli import Option
-from continual.method import Method, TaskData
 from network import MultiHeadModel, state_bytes
 from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
 from training.context import Context
+from training.shared_method import Method, TaskData
 
 SPEC = MethodSpec(
     "ER", SHARED, "the whole backbone and the earlier heads with replayed images of the earlier tasks, and a head",

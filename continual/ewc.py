@@ -6,12 +6,12 @@ import torch.nn.functional as F
 
 from common.cli import Option
 from continual.importance import importance_penalty, mean_per_image_gradient
-from continual.method import Method, TaskData
 from dataset.images import Normalisation
 from network import MultiHeadModel
 from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
-from training.settings import Runtime
 from training.context import Context
+from training.settings import Runtime
+from training.shared_method import Method, TaskData
 
 SPEC = MethodSpec(
     "EWC", SHARED, "the whole backbone with a quadratic penalty, and a head",

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from common.cli import Option
-from continual.method import Method, Phase, TaskData
 from network import MultiHeadModel
 from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
 from training.context import Context
+from training.shared_method import Method, Phase, TaskData
 
 SPEC = MethodSpec(
     "LwF", SHARED, "the whole backbone and the earlier heads with distillation to the earlier heads' recorded "

@@ -14,7 +14,7 @@ import torch
 
 from common.cli import Option
 from continual.importance import importance_penalty, mean_per_image_gradient
-from continual.method import Method, TaskData
+from training.shared_method import Method, TaskData
 from network import MultiHeadModel
 from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
 from training.context import Context

@@ -10,11 +10,11 @@ from torch import nn
 
 from common.cli import Option
 from common.errors import RunError
-from continual.method import Method, Phase, TaskData
 from network import MultiHeadModel, pack_bits, replace_convs
 from network.layers import conv_with_weight
 from network.methods import LR_SEARCH, PER_TASK, SHARED, TUNED_LR, MethodSpec, implements
 from training.context import Context
+from training.shared_method import Method, Phase, TaskData
 
 SPEC = MethodSpec(
     "PackNet", SHARED, "the backbone weights still free, pruned and frozen after the task; a 1-bit mask, its own norm "

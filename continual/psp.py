@@ -11,10 +11,10 @@ PSP always runs with --shared-bn per-task (the base Method's per-task BN)."""
 import torch
 from torch import nn
 
-from continual.method import Method, TaskData
 from network import MultiHeadModel, pack_bits, replace_convs
 from network.layers import conv_with_weight
 from network.methods import LR_SEARCH, PER_TASK, SHARED, TUNED_LR, MethodSpec, implements
+from training.shared_method import Method, TaskData
 
 SPEC = MethodSpec("PSP", SHARED, "the whole backbone through the task's ±1 contexts, its own norm layers, and a "
                   "head", "Cheung et al., Superposition of Many Models into One, NeurIPS 2019", order=170,

@@ -2,8 +2,8 @@
 
 Nothing protects earlier tasks: each task trains the whole backbone (and its own head) with the release's
 recipe, so the backbone drifts away from what the earlier, frozen heads were trained on."""
-from continual.method import Method
 from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
+from training.shared_method import Method
 
 SPEC = MethodSpec("SGD", SHARED, "the whole backbone, in turn, and a head", "sequential fine-tuning, the lower bound",
                   order=120, paper_column=3, search={TUNED_LR: LR_SEARCH})

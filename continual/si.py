@@ -12,11 +12,11 @@ import torch
 
 from common.cli import Option
 from continual.importance import importance_penalty
-from continual.method import Method, TaskData
 from network import MultiHeadModel
 from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
 from training.checkpoints import MethodHooks
 from training.context import Context
+from training.shared_method import Method, TaskData
 
 SPEC = MethodSpec(
     "SI", SHARED, "the whole backbone with a path-integral penalty, and a head",

@@ -10,8 +10,9 @@ from pathlib import Path
 from common.files import write_csv
 from dataset.task import TaskSample
 from inference.mapper import backbone_features, choose_tasks, task_anchor
-from inference.trained import batch_outputs, task_model, usable_record
+from inference.trained import batch_outputs, usable_record
 from training.context import Context
+from training.isolated import task_model
 
 COLUMNS = ("task_id", "task_name", "val_images", "mapper_correct", "end_to_end_correct")
 

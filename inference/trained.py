@@ -8,14 +8,13 @@ import torch
 
 from common.console import TransientBar
 from common.errors import RunError
-from continual.restore import load_final_model
 from dataset.sources import select_tasks
 from dataset.task import TaskInfo
-from network import DEFAULT_METHOD, METHODS, Family, TaskModel, load_task_state, method_spec
+from network import DEFAULT_METHOD, METHODS
 from training.context import Context
-from training.loop import build_task_model
+from training.families import family_of
 from training.record import TaskRecord
-from training.saved import PURPOSES, differing_settings, recorded_options, recorded_policy
+from training.saved import PURPOSES, differing_settings
 from training.settings import Layout
 
 
@@ -83,22 +82,10 @@ def require_given_settings(trained: Trained, given: dict) -> None:
                        "out, or pass the value it was trained with")
 
 
-def task_model(ctx: Context, record: TaskRecord) -> TaskModel:
-    """The task's model: a fresh copy of the backbone, built with the recorded method options, norm policy and CLR
-    placement, with the recorded task state loaded."""
-    model = build_task_model(ctx.backbone, record.config["method"], record.num_classes, ctx.runtime,
-                             recorded_options(record.config), recorded_policy(record.config))
-    load_task_state(model, record.state)
-    return model
-
-
 def task_models(ctx: Context, trained: Trained) -> Callable[[int], torch.nn.Module]:
-    """The model each task of ``trained`` computes with, by its index: an isolated method's task model, or a
-    shared-backbone method's final model (rebuilt from its after-task file) set to the task, as its evaluation was."""
-    if method_spec(trained.method).family is Family.ISOLATED:
-        return lambda index: task_model(ctx, trained.records[index])
-    final = load_final_model(ctx, trained.method)
-    return lambda index: final.use_task(trained.tasks[index].name)
+    """The model each task of ``trained`` computes with, by its index, as its method's family rebuilds it (an isolated
+    method's task model, a shared-backbone method's final model set to the task), exactly as its evaluation was."""
+    return family_of(trained.method).task_models(ctx, trained.method, trained.records)
 
 
 def usable_record(ctx: Context, task: TaskInfo, current: dict) -> TaskRecord | None:

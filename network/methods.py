@@ -122,10 +122,10 @@ class MethodSpec:
     weights: str | None = None  # the one kind of backbone weights it is defined on (a random init)
     layers: TaskLayers | None = None  # the isolated family's layers (None for a shared backbone)
     # what --tune tries (a shared backbone only), one coordinate after another in this order: "lr" (the recipe's Adam
-    # rate) first, then the method's own stability option; see continual.tuning
+    # rate) first, then the method's own stability option; see training.tuning
     search: dict[str, tuple[float, ...]] = field(default_factory=dict)
     fixed_bn: str | None = None  # the --shared-bn value a shared method's definition fixes (PSP, PackNet: per-task)
-    # a shared method's code: the continual.method.Method subclass that learns its tasks, called with a run's context
+    # a shared method's code: the training.shared_method.Method subclass that learns its tasks, called with a run's context
     # (set by ``implements``; typed loosely, as network imports nothing above it)
     implementation: Callable | None = None
 

@@ -14,10 +14,11 @@ from report.inputs import MethodResults, tasks_from_results
 from report.methods import find_methods, method_label, read_methods
 from report.tables import (accuracy_frame, bytes_frame, matrix_markdown, params_frame, per_task_markdown,
                            summary_frame, summary_markdown, task_agnostic_markdown, task_frame, wide_csv)
-from report.verify import Verification, describe, verify_method
+from report.verify import verify_method
 from training.context import Context
 from training.results import CSV_HEADER
 from training.settings import Layout, prepare_output_folder
+from training.verification import Verification, describe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,8 +11,9 @@ import pandas as pd
 from scipy import stats
 
 from network import DEFAULT_METHOD
-from report.methods import accuracy_kind, display_name, is_shared_backbone
+from report.methods import accuracy_kind, display_name
 from report.tables import markdown, percent_cell
+from training.families import AFTER_LAST_TASK
 
 ALPHA = 0.05
 MIN_TASKS = 5  # below this many common tasks no test is run: their p-values could not fall below α
@@ -243,7 +244,7 @@ def section(comparison: Comparison, values: str, figure_paths: list[Path], resul
     links = [f"[{path.name}]({path.relative_to(result).as_posix()})" for path in figure_paths
              if path.stem.endswith(("critical_difference", "accuracy_heatmap"))]
     friedman = comparison.friedman()
-    shared = [display_name(m) for m in comparison.methods if is_shared_backbone(m)]
+    shared = [display_name(m) for m in comparison.methods if accuracy_kind(m) == AFTER_LAST_TASK]
     lines = [(f"Each value is {values}. Methods are ranked on each of the {len(comparison.accuracy)} tasks that every "
               "compared method finished (rank 1 the highest; tied methods share the average of their ranks).")]
     if shared:

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import continual  # noqa: F401  (the shared-backbone methods register as it is imported)
 from dataset.task import TaskInfo
-from network import METHODS, REGISTRY, Family
+from network import METHODS, REGISTRY
 from report.inputs import MethodResults, read_method
+from training.families import ISOLATED_FAMILY, family_of
 from training.results import CSV_HEADER
 from training.settings import Layout
 
@@ -20,16 +21,11 @@ def method_label(method: str) -> str:
     return REGISTRY[method].label if method in REGISTRY else method
 
 
-def is_shared_backbone(method: str) -> bool:
-    """Whether the method carries one backbone across tasks, so that its per-task accuracy (<method>.csv) is the
-    accuracy after the last task rather than the best validation accuracy; False for a method this version does not
-    know."""
-    return method in REGISTRY and REGISTRY[method].family is Family.SHARED
-
-
 def accuracy_kind(method: str) -> str:
-    """Which accuracy the method's per-task values are."""
-    return "after the last task" if is_shared_backbone(method) else "best validation"
+    """Which accuracy the method's per-task values (<method>.csv) are, as its family says: the best validation
+    accuracy, or the accuracy after the last task of a method that carries one backbone across tasks; a method this
+    version does not know keeps its best validation accuracy."""
+    return (family_of(method) if method in REGISTRY else ISOLATED_FAMILY).accuracy_kind
 
 
 def accuracy_label(method: str) -> str:

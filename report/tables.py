@@ -4,11 +4,11 @@ import math
 
 import pandas as pd
 
-import continual.matrix
+import training.matrix
 from dataset.task import TaskInfo
 from report.inputs import MethodResults
 from report.methods import display_name
-from report.verify import Verification
+from training.verification import Verification
 
 COUNT_COLUMNS = ["classes", "train", "val"]
 
@@ -50,8 +50,8 @@ def bytes_frame(tasks: pd.DataFrame, results: list[MethodResults]) -> pd.DataFra
 
 
 def backward_transfer(matrix: pd.DataFrame) -> float | None:
-    """The BWT of a matrix as read from <method>_matrix.csv (``continual.matrix`` defines it)."""
-    return continual.matrix.backward_transfer(matrix.drop(columns="task_name").to_numpy(dtype=float).tolist())
+    """The BWT of a matrix as read from <method>_matrix.csv (``training.matrix`` defines it)."""
+    return training.matrix.backward_transfer(matrix.drop(columns="task_name").to_numpy(dtype=float).tolist())
 
 
 def summary_frame(accuracy: pd.DataFrame, params: pd.DataFrame, stored: pd.DataFrame, results: list[MethodResults],

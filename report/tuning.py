@@ -1,4 +1,4 @@
-"""What --tune chose and why, from each method's tuning table (continual.tuning writes it): in a seed's report every
+"""What --tune chose and why, from each method's tuning table (training.tuning writes it): in a seed's report every
 configuration tried with its held-out scores, in the report across seeds the choice of each seed."""
 import pandas as pd
 

@@ -13,12 +13,12 @@ import continual.ewc
 import main
 from continual.er import ER, select_for_memory
 from continual.ewc import EWC, diagonal_fisher
-from continual.matrix import write_matrix
 from dataset.images import IMAGENET
 from dataset.synthetic import DEMO_TASKS
 from dataset.task import TaskInfo, TaskSample
 from network import MultiHeadModel, load_backbone
 from tests.helpers import SMALL_TASKS, Kill, matrix_of, read_csv, small_args
+from training.matrix import write_matrix
 from training.settings import Recipe, runtime_for
 
 TASKS = SMALL_TASKS

@@ -124,8 +124,8 @@ def test_balance_counts_isolated_tasks_and_whole_sequences_as_units():
              for k, (name, train) in enumerate([("a", 90), ("b", 40)])]
     units = balance.unit_costs(tasks, ["Ghost_reduced_v1", "EWC"], seeds=2, epochs=3)
     assert units == [("Ghost_reduced_v1 seed 0 a", 300), ("Ghost_reduced_v1 seed 0 b", 150),
-                     ("EWC seed 0 (sequence)", 450), ("Ghost_reduced_v1 seed 1 a", 300),
-                     ("Ghost_reduced_v1 seed 1 b", 150), ("EWC seed 1 (sequence)", 450)]
+                     ("EWC seed 0", 450), ("Ghost_reduced_v1 seed 1 a", 300),
+                     ("Ghost_reduced_v1 seed 1 b", 150), ("EWC seed 1", 450)]
     # two processes: each takes one sequence first, then the isolated tasks fill in, largest first
     assert balance.largest_first_loads([cost for _, cost in units], 2) == [900, 900]
 

@@ -11,7 +11,7 @@ import torch
 import continual  # noqa: F401  (the shared-backbone methods register as it is imported)
 import main
 from continual.mas import MAS
-from continual.method import Method
+from training.shared_method import Method
 from dataset.images import IMAGENET
 from network import METHOD_SETS, Family, MultiHeadModel, load_backbone, method_options, method_spec
 from network.methods import LR_SEARCH

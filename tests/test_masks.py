@@ -13,7 +13,6 @@ from network import (build_model, load_backbone, load_task_state, parameter_cost
                      task_state)
 from network.backbone import feature_extractor
 from network.masks import MaskedConv, kept_count
-from report.verify import verify_task
 from tests.helpers import SMALL_TASKS, Kill, assert_same_states, read_csv, run_args, saved_states, small_args
 from training.record import TaskRecord
 
@@ -142,7 +141,7 @@ class LookBack:
         if sample.task.name == TASKS[1]:
             first = ctx.source.sample(next(task for task in ctx.source.tasks if task.name == TASKS[0]))
             earlier = TaskRecord.load(ctx.weight_path(first.task))
-            self.found = (verify_task(ctx, first, ctx.method, earlier), earlier.best_correct)
+            self.found = (training.isolated.verify_task(ctx, first, earlier), earlier.best_correct)
         return record
 
 

@@ -14,12 +14,12 @@ import continual  # noqa: F401  (the shared-backbone methods register as it is i
 import main
 from common.cli import Option
 from common.errors import NetworkError
-from continual.method import Method
 from network import (DEFAULT_METHOD, METHOD_SETS, METHODS, REGISTRY, Family, build_model, load_backbone,
                      method_options, method_spec, methods_of)
 from network.layers import ReprogrammedConv
 from network.methods import options_markdown, register
 from report.methods import display_name, method_label, paper_order
+from training.shared_method import Method
 
 ROOT = Path(__file__).resolve().parent.parent
 ISOLATED = ["Ghost_reduced_v1", "Ghost", "Ghost_reduced_v2", "Linear", "Finetune", "Ghost_a", "li18", "li50",
@@ -102,7 +102,7 @@ NEW_ISOLATED = """
                         layers=TaskLayers(_kernel)))
 """
 NEW_SHARED = """
-    from continual.method import Method
+    from training.shared_method import Method
     from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
 
     SPEC = MethodSpec("Plain", SHARED, "the whole backbone", "a test", order=185, search={TUNED_LR: LR_SEARCH})

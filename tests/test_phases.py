@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import continual.sequence
+import training.sequence
 from continual.lwf import LwF
-from continual.method import Method, Phase
 from continual.packnet import PackNet
-from continual.sequence import other_phase_files, learn_phases, numbered, phase_files
 from network import MultiHeadModel, load_backbone
+from training.sequence import learn_phases, numbered, other_phase_files, phase_files
 from training.settings import Layout, Recipe
+from training.shared_method import Method, Phase
 
 TASK = SimpleNamespace(name="stripes")
 
@@ -118,8 +118,8 @@ def test_the_driver_runs_each_phase_with_its_recipe_loss_settings_and_files(tmp_
                        metrics.name))
         return SimpleNamespace(best_state=f"best of {metrics.name}")
 
-    monkeypatch.setattr(continual.sequence, "fit", fit)
-    monkeypatch.setattr(continual.sequence, "load_task_state", lambda model, state: events.append(("load", state)))
+    monkeypatch.setattr(training.sequence, "fit", fit)
+    monkeypatch.setattr(training.sequence, "load_task_state", lambda model, state: events.append(("load", state)))
     ctx = PhaseContext("Toy", Layout(tmp_path / "result", tmp_path / "weight"))
     method = Toy(ctx, events)
     data = SimpleNamespace(position=1, sample=SimpleNamespace(task=TASK), labels=torch.tensor([5, 6]), train=None,

@@ -11,6 +11,7 @@ import torch
 
 import main
 import report.verify
+import training.families
 from dataset.synthetic import DEMO_TASKS
 from dataset.task import TaskInfo
 from report.inputs import read_method
@@ -213,14 +214,14 @@ def test_a_re_evaluation_one_image_off_in_four_hundred_is_a_mismatch(monkeypatch
     task = TaskInfo(order=0, task_id=7, name="big")
     settings = dict.fromkeys(PURPOSES["verify"], "as trained")  # the record's settings are this run's
     record = SimpleNamespace(best_correct=300, val_images=400, config=settings)
-    results = SimpleNamespace(name="Ghost_reduced_v1", shared_backbone=False, accuracy=pd.Series([0.75], index=[7]),
-                              records={7: record})
+    results = SimpleNamespace(name="Ghost_reduced_v1", accuracy=pd.Series([0.75], index=[7]), records={7: record},
+                              matrix=None)
     ctx = SimpleNamespace(task_config=lambda sample: settings,
                           layout=SimpleNamespace(weights=lambda task, method: task))
-    monkeypatch.setattr(report.verify, "TaskRecord", SimpleNamespace(load=lambda path: record))
+    monkeypatch.setattr(training.families, "TaskRecord", SimpleNamespace(load=lambda path: record))
     for correct, expected in ((299, (0, ["big: recorded 300 correct, re-evaluated 299"])),
                               (301, (0, ["big: recorded 300 correct, re-evaluated 301"])), (300, (1, []))):
-        monkeypatch.setattr(report.verify, "verify_task", lambda *args: correct)
+        monkeypatch.setattr(training.families, "verify_task", lambda *args: correct)
         found = report.verify.verify_method(ctx, results, [task], {7: "its sample"})
         assert (found.equal, found.mismatches) == expected
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from continual.matrix import write_matrix
 from dataset.task import TaskInfo, TaskSample
 from report.across_seeds import ONE_SEED, t_95, write_seeds_report
 from report.build import write_report
 from report.methods import find_methods
 from tests.helpers import png_size, table, write_method
+from training.matrix import write_matrix
 from training.settings import Layout
 
 TASKS = [TaskInfo(0, 1, "scenes"), TaskInfo(1, 2, "birds"), TaskInfo(2, 17, "wikiart")]

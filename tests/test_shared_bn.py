@@ -8,14 +8,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import continual.sequence
 import main
+import training.sequence
 from continual.ewc import EWC
-from continual.method import Method
 from network import MultiHeadModel, load_backbone
 from network.multihead import norm_affine_count, norm_layer_state
 from tests.helpers import SMALL_TASKS, small_args
 from training.settings import Recipe, runtime_for
+from training.shared_method import Method
 
 TASKS = SMALL_TASKS[:2]
 
@@ -135,14 +135,14 @@ def test_per_task_run_re_evaluates_to_its_last_row_keeps_task_bn_and_refuses_ano
     """EWC with per-task BN on two tasks: the first task's BN as saved after it is the one the final files hold,
     the final model re-evaluates each task to the matrix's last row, and a rerun with --shared-bn drift is refused."""
     after_first = {}
-    real_save = continual.sequence.save_sequence
+    real_save = training.sequence.save_sequence
 
     def keep_first(ctx, model, method, config, finished):
         if len(finished["records"]) == 1:
             after_first.update(finished["records"][0].state)
         real_save(ctx, model, method, config, finished)
 
-    monkeypatch.setattr(continual.sequence, "save_sequence", keep_first)
+    monkeypatch.setattr(training.sequence, "save_sequence", keep_first)
     args = small_args(small_tasks, tmp_path, "EWC", "--tasks", *TASKS, "--epochs", "1", "--shared-bn", "per-task")
     assert main.main(args) == 0
     first = torch.load(tmp_path / "weight" / f"{TASKS[0]}_EWC.pt", weights_only=True)

@@ -11,12 +11,12 @@ import torch
 
 import dataset.preprocess
 import main
-from continual.tuning import HELD_OUT, Search, held_out_sample, trial_name
 from dataset.sources import open_data
 from network import REGISTRY, Family, method_options
 from network.methods import TUNED_LR
 from tests.helpers import SMALL_TASKS, Kill, assert_same_states, small_args, tensors_in
 from training.settings import Recipe
+from training.tuning import HELD_OUT, Search, held_out_sample, trial_name
 
 
 def test_the_held_out_tenth_is_a_seeded_stratified_part_of_the_training_images(data):

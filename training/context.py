@@ -32,7 +32,7 @@ class Context:
     cache_dir: Path | None = None  # None: decode every task afresh and cache nothing
     workers: int = 0  # processes that decode images
     options: dict[str, int | float] = field(default_factory=dict)  # the method's own hyper-parameters
-    tuning: dict | None = None  # how --tune chose the rate and options (continual.tuning); None: not tuned
+    tuning: dict | None = None  # how --tune chose the rate and options (training.tuning); None: not tuned
     shared_bn: str | None = None  # a shared backbone's BN from task to task (network.methods.SHARED_BN); None: isolated
     policy: LayerPolicy | None = None  # an isolated method's norm policy and CLR placement (None: its own, or none)
 

@@ -2,7 +2,6 @@
 a fresh copy of the frozen backbone, so tasks never interact. Finished tasks are skipped, an interrupted one
 resumes, and each task's log goes to its own file."""
 import contextlib
-import functools
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -12,20 +11,20 @@ import torch
 
 from common.errors import ClrError, Terminated, WriteError, stop_line
 from dataset.task import TaskSample
-from network import load_task_state, parameter_cost, stored_state
+from network import TaskModel, load_task_state, parameter_cost, stored_state
 from training import distributed
 from training.context import Context
 from training.fit import fit
-from training.loop import build_task_model
+from training.loop import build_task_model, evaluate
 from training.record import TaskRecord, task_record
 from training.results import read_results, record_result, record_results, write_results
-from training.saved import require_same_settings
-from training.work import WorkUnit, task_cost
+from training.saved import recorded_options, recorded_policy, require_same_settings
 
 log = logging.getLogger("clr")
 
 TaskDone = Callable[[TaskSample, TaskRecord], None]
 """Called after a task's record is saved, while its images are at hand (main.py fits the task mapper's anchor)."""
+
 
 
 def train_isolated_task(ctx: Context, sample: TaskSample) -> TaskRecord:
@@ -129,6 +128,23 @@ def learn_isolated_task(ctx: Context, sample: TaskSample, number: int, total: in
     ctx.resume_path(sample.task).unlink(missing_ok=True)
 
 
+def task_model(ctx: Context, record: TaskRecord) -> TaskModel:
+    """A saved task's model: a fresh copy of the backbone, built with the recorded method, method options, norm
+    policy and CLR placement, with the recorded task state loaded. --predict classifies with it, the report
+    re-evaluates it."""
+    model = build_task_model(ctx.backbone, record.config["method"], record.num_classes, ctx.runtime,
+                             recorded_options(record.config), recorded_policy(record.config))
+    load_task_state(model, record.state)
+    return model
+
+
+def verify_task(ctx: Context, sample: TaskSample, record: TaskRecord) -> int:
+    """Re-load a task's saved state onto a freshly built backbone and count its correct validation images."""
+    tensors = ctx.tensors(sample)
+    batches = ctx.batches(tensors.val_images, tensors.val_labels, ctx.runtime.eval_batch_size, shuffle=False)
+    return evaluate(task_model(ctx, record), batches, ctx.runtime)
+
+
 def record_finished(ctx: Context, samples: list[TaskSample]) -> None:
     """Under torchrun, once every process is done: the leader writes the rows of every selected task that has a
     record into <method>.csv, once, from the records (a plain run wrote each row as its task finished)."""
@@ -137,12 +153,3 @@ def record_finished(ctx: Context, samples: list[TaskSample]) -> None:
     finished = [(sample.task, finished_record(ctx, sample)) for sample in samples]
     record_results(ctx.csv_path, [(task.task_id, task.name, record.best_acc)
                                   for task, record in finished if record is not None])
-
-
-def isolated_units(ctx: Context, samples: list[TaskSample], task_done: TaskDone) -> list[WorkUnit]:
-    """One unit of work per task: a task already done is skipped and an interrupted one resumes, whichever process
-    claims it."""
-    return [WorkUnit(f"{ctx.method} seed {ctx.recipe.seed} {sample.task.name}",
-                     task_cost(len(sample.train), len(sample.val), ctx.recipe.epochs),
-                     functools.partial(learn_isolated_task, ctx, sample, number, len(samples), task_done))
-            for number, sample in enumerate(samples, 1)]

@@ -6,13 +6,13 @@ import dataclasses
 from dataclasses import dataclass
 
 from common.errors import RunError
-from continual.method import Method
-from continual.sequence import recorded_config, restore_saved
 from network import MultiHeadModel, input_config, load_backbone, method_spec
 from training.context import Context
 from training.record import TaskRecord
 from training.saved import read_saved
+from training.sequence import recorded_config, restore_saved
 from training.settings import Recipe
+from training.shared_method import Method
 
 
 @dataclass(frozen=True)

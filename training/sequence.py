@@ -9,8 +9,6 @@ from pathlib import Path
 import torch
 
 from common.files import save_torch
-from continual.matrix import summary, write_matrix
-from continual.method import Method, Phase, TaskData
 from dataset.loader import DeviceBatches
 from dataset.task import TaskInfo, TaskSample
 from network import MultiHeadModel, load_task_state, method_spec, shared_bn_of
@@ -19,9 +17,11 @@ from training.context import Context
 from training.fit import fit
 from training.isolated import forget_tasks, task_log
 from training.loop import evaluate
+from training.matrix import summary, write_matrix
 from training.record import TaskRecord, task_record
 from training.results import write_results
 from training.saved import read_saved, require_same_settings
+from training.shared_method import Method, Phase, TaskData
 
 log = logging.getLogger("clr")
 

@@ -20,13 +20,13 @@ import torch
 
 from common.errors import RunError
 from common.files import atomic_write_text, write_csv
-from continual.sequence import learn_sequence, sequence_config
 from dataset.task import TaskSample
 from network import method_spec
 from network.methods import TUNED_LR
 from training import distributed
 from training.context import Context
 from training.saved import read_saved, require_same_settings
+from training.sequence import learn_sequence, sequence_config
 from training.work import WorkUnit, do_units, task_cost
 
 log = logging.getLogger("clr")
