@@ -269,7 +269,8 @@ def open_selected(args: argparse.Namespace) -> tuple[DataSource, list[TaskInfo]]
         with distributed.leader_first():  # under torchrun one process writes them, the others then find them
             ensure_synthetic_dct(DEMO_DATA)
         args.data, args.stat = DEMO_DATA, args.stat or DEMO_DATA / "stat.csv"
-        backbones = "; ".join(dict.fromkeys(f"{choice.arch} with --weights {choice.weights}" for choice in args.methods))
+        backbones = "; ".join(dict.fromkeys(f"{choice.arch} with --weights {choice.weights}"
+                                            for choice in args.methods))
         print(f"demo settings: {backbones}, {args.image_size}px images, {args.epochs} epochs, tasks "
               f"{' '.join(args.tasks)}, results in {args.result}/ and weights in {args.weight}/. "
               "For the paper's numbers pass --data DCT_FOLDER.")

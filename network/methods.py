@@ -125,8 +125,8 @@ class MethodSpec:
     # rate) first, then the method's own stability option; see training.tuning
     search: dict[str, tuple[float, ...]] = field(default_factory=dict)
     fixed_bn: str | None = None  # the --shared-bn value a shared method's definition fixes (PSP, PackNet: per-task)
-    # a shared method's code: the training.shared_method.Method subclass that learns its tasks, called with a run's context
-    # (set by ``implements``; typed loosely, as network imports nothing above it)
+    # a shared method's code: the training.shared_method.Method subclass that learns its tasks, called with a run's
+    # context (set by ``implements``; typed loosely, as network imports nothing above it)
     implementation: Callable | None = None
 
     def __post_init__(self) -> None:
