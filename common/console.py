@@ -9,10 +9,14 @@ from common.errors import stop_line
 
 
 class TqdmHandler(logging.StreamHandler):
-    """Log lines written through tqdm, so a progress bar on the terminal is redrawn below them."""
+    """Log lines written through tqdm, so a progress bar on the terminal is redrawn below them. Each line, its
+    newline included, reaches stdout in one write: under torchrun the processes share one stdout, and a pipe takes a
+    write of under 4 KiB whole, whereas a block-buffered stream would flush at any byte and cut another process's
+    line in two."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        tqdm.write(self.format(record), file=sys.stdout)
+        tqdm.write(self.format(record) + "\n", file=sys.stdout, end="")
+        sys.stdout.flush()
 
 
 class TransientBar(tqdm):
