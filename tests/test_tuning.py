@@ -90,7 +90,7 @@ def test_tuning_mistakes_are_one_line_errors(data, capsys, args, message):
 
 # ---- a tuned run, end to end ----
 
-SMALL_GRIDS = {"SGD": {"lr": (1e-4, 1e-3)}, "EWC": {"lr": (1e-4, 1e-3), "ewc_lambda": (1.0, 10.0)}}
+SMALL_GRIDS = {"SGD": {"lr": (1e-4, 1e-3)}, "SI": {"lr": (1e-4, 1e-3), "si_c": (0.1, 1.0)}}
 TUNING_TASKS = 2
 
 
@@ -104,13 +104,15 @@ def small_grids():
 
 
 def tuned_args(small_tasks, out, *extra):
-    return small_args(small_tasks, out, "SGD", "--method", "SGD", "EWC", "--tune", "--tune-tasks",
-                      str(TUNING_TASKS), *extra)
+    """SGD and SI (a method with a second coordinate whose importance costs no extra pass over the images), one
+    epoch a task."""
+    return small_args(small_tasks, out, "SGD", "--method", "SGD", "SI", "--tune", "--tune-tasks",
+                      str(TUNING_TASKS), "--epochs", "1", *extra)
 
 
 @pytest.fixture(scope="module")
 def tuned(small_tasks, small_grids, tmp_path_factory):
-    """``--method SGD EWC --tune --seeds 0 1`` on the small cut, recording every decode of images in order."""
+    """``--method SGD SI --tune --seeds 0 1`` on the small cut, recording every decode of images in order."""
     out = tmp_path_factory.mktemp("tuned")
     decoded = []
     real_decode = dataset.preprocess._decode_task
@@ -140,7 +142,7 @@ def test_a_tuned_run_records_its_choice_and_every_configuration_tried(tuned):
     out, _ = tuned
     for seed in (0, 1):
         result, weight = out / "result" / f"seed_{seed}", out / "weight" / f"seed_{seed}"
-        for method, trials in (("SGD", 2), ("EWC", 3)):
+        for method, trials in (("SGD", 2), ("SI", 3)):
             rows = table_of(result, method)
             assert len(rows) == trials
             best = max(float(row["score"]) for row in rows)
@@ -159,14 +161,14 @@ def test_a_tuned_run_records_its_choice_and_every_configuration_tried(tuned):
                 assert config["tuning"] == {"tasks": SMALL_TASKS[:TUNING_TASKS], "held_out": HELD_OUT,
                                             "configurations": trials}
                 assert f"{config['lr']:g}" == chosen["lr"]
-                if method == "EWC":
-                    assert f"{config['ewc_lambda']:g}" == chosen["ewc_lambda"]
+                if method == "SI":
+                    assert f"{config['si_c']:g}" == chosen["si_c"]
         report = (result / "report.md").read_text()
-        assert "## Tuning" in report and f"**EWC** chose lr {chosen['lr']}, ewc_lambda {chosen['ewc_lambda']} of 3 " \
+        assert "## Tuning" in report and f"**SI** chose lr {chosen['lr']}, si_c {chosen['si_c']} of 3 " \
                "configurations" in report
     top = (out / "result" / "report.md").read_text()
     tuning = top.split("## Tuning", 1)[1].split("\n## ", 1)[0]
-    assert "| method | seed 0 | seed 1 |" in tuning and "| EWC | lr " in tuning
+    assert "| method | seed 0 | seed 1 |" in tuning and "| SI | lr " in tuning
 
 
 @pytest.mark.slow
@@ -185,12 +187,16 @@ def test_no_validation_image_is_read_before_the_first_real_task(tuned, small_tas
 def test_a_killed_tuning_resumes_to_the_same_choice_and_files(tuned, small_tasks, small_grids, tmp_path, monkeypatch,
                                                             capsys):
     reference, _ = tuned
-    kill = Kill(monkeypatch, at_call=6)  # in the second trial of SGD's tuning, after its first epoch
+    kill = Kill(monkeypatch, at_call=4)  # in the second trial of SGD's tuning, in its second task
     assert main.main(tuned_args(small_tasks, tmp_path, "--method", "SGD", "--seed", "0")) == 130
     trial = tmp_path / "weight" / "tuning" / "SGD" / "lr=0.001"
-    assert list(trial.glob("*.resume.pt")) and not (tmp_path / "result" / "tuning" / "SGD.csv").exists()
+    assert sorted(path.name for path in trial.iterdir()) == [f"{SMALL_TASKS[0]}_SGD.pt", "SGD_after_task.pt"]
+    assert not (tmp_path / "result" / "tuning" / "SGD.csv").exists()
     kill.disarm()
+    capsys.readouterr()
     assert main.main(tuned_args(small_tasks, tmp_path, "--method", "SGD", "--seed", "0")) == 0
+    tuning = capsys.readouterr().out.split("--tune chose", 1)[0]
+    assert "lr=0.001 scored" in tuning and f"] {SMALL_TASKS[0]} " not in tuning  # no task learnt twice
     ours, theirs = table_of(tmp_path / "result", "SGD"), table_of(reference / "result" / "seed_0", "SGD")
     assert [{k: v for k, v in row.items() if k != "seconds"} for row in ours] == \
            [{k: v for k, v in row.items() if k != "seconds"} for row in theirs]
