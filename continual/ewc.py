@@ -5,13 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from common.cli import Option
-from continual.importance import importance_penalty, mean_per_image_gradient
+from continual.importance import ImportanceMethod, mean_per_image_gradient
 from dataset.images import Normalisation
 from network import MultiHeadModel
 from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
-from training.context import Context
 from training.settings import Runtime
-from training.shared_method import Method, TaskData
 
 SPEC = MethodSpec(
     "EWC", SHARED, "the whole backbone with a quadratic penalty, and a head",
@@ -25,36 +23,17 @@ SPEC = MethodSpec(
 
 
 @implements(SPEC)
-class EWC(Method):
-    def __init__(self, ctx: Context) -> None:
-        super().__init__(ctx)
-        self.fisher: dict[str, torch.Tensor] = {}
-        self.anchor: dict[str, torch.Tensor] = {}
+class EWC(ImportanceMethod):
+    strength = "ewc_lambda"
+    importance_key = "fisher"
 
-    def batch_loss(self, model, data, images, labels, index):
-        loss, logits = super().batch_loss(model, data, images, labels, index)
-        if self.fisher:
-            loss = loss + self.option("ewc_lambda") * self.penalty(model)
-        return loss, logits
+    def task_importance(self, model, shared, data):
+        return diagonal_fisher(model, shared, self.ctx.runtime, self.ctx.normalisation, data.tensors.train_images,
+                               data.tensors.train_labels)
 
-    def penalty(self, model: MultiHeadModel) -> torch.Tensor:
-        return importance_penalty(model, self.fisher, self.anchor)
-
-    def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
-        shared = self.shared_parameters(model)
-        fisher = diagonal_fisher(model, shared, self.ctx.runtime, self.ctx.normalisation, data.tensors.train_images,
-                                 data.tensors.train_labels)
-        gamma = self.option("ewc_gamma")
-        self.fisher = {name: gamma * self.fisher[name] + f if self.fisher else f for name, f in fisher.items()}
-        self.anchor = {name: p.detach().clone() for name, p in shared}
-        super().after_task(model, data)
-
-    def state_dict(self) -> dict:
-        return super().state_dict() | {"fisher": _to(self.fisher, "cpu"), "anchor": _to(self.anchor, "cpu")}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.fisher, self.anchor = _to(state["fisher"], self.ctx.device), _to(state["anchor"], self.ctx.device)
+    def accumulate(self, total: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """Online EWC: the earlier tasks' Fisher decays by gamma before the task's is added."""
+        return self.option("ewc_gamma") * total + task
 
 
 def diagonal_fisher(model: MultiHeadModel, shared: list[tuple[str, torch.nn.Parameter]], runtime: Runtime,
@@ -68,6 +47,3 @@ def diagonal_fisher(model: MultiHeadModel, shared: list[tuple[str, torch.nn.Para
     return mean_per_image_gradient(model, shared, runtime, normalisation, images, log_likelihood,
                                    lambda g: g ** 2, labels)
 
-
-def _to(tensors: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
-    return {name: t.to(device) for name, t in tensors.items()}

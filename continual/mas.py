@@ -13,11 +13,8 @@ task."""
 import torch
 
 from common.cli import Option
-from continual.importance import importance_penalty, mean_per_image_gradient
-from training.shared_method import Method, TaskData
-from network import MultiHeadModel
+from continual.importance import ImportanceMethod, mean_per_image_gradient
 from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
-from training.context import Context
 
 SPEC = MethodSpec(
     "MAS", SHARED, "the whole backbone with a penalty weighted by the output's sensitivity, and a head",
@@ -35,35 +32,10 @@ def squared_output_norm(logits: torch.Tensor) -> torch.Tensor:
 
 
 @implements(SPEC)
-class MAS(Method):
-    def __init__(self, ctx: Context) -> None:
-        super().__init__(ctx)
-        self.importance: dict[str, torch.Tensor] = {}  # Omega, summed over the finished tasks
-        self.anchor: dict[str, torch.Tensor] = {}  # theta*: the shared backbone after the last finished task
+class MAS(ImportanceMethod):
+    strength = "mas_lambda"
 
-    def batch_loss(self, model, data, images, labels, index):
-        loss, logits = super().batch_loss(model, data, images, labels, index)
-        if self.importance:
-            loss = loss + self.option("mas_lambda") * self.penalty(model)
-        return loss, logits
-
-    def penalty(self, model: MultiHeadModel) -> torch.Tensor:
-        return importance_penalty(model, self.importance, self.anchor)
-
-    def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
-        shared = self.shared_parameters(model)
-        task = mean_per_image_gradient(model, shared, self.ctx.runtime, self.ctx.normalisation,
+    def task_importance(self, model, shared, data):
+        """Omega of the task just learnt: the mean over its training images of |d ||F(x_k)||^2 / d theta|."""
+        return mean_per_image_gradient(model, shared, self.ctx.runtime, self.ctx.normalisation,
                                        data.tensors.train_images, squared_output_norm, torch.abs)
-        self.importance = {name: self.importance[name] + omega if self.importance else omega
-                           for name, omega in task.items()}
-        self.anchor = {name: p.detach().clone() for name, p in shared}
-        super().after_task(model, data)
-
-    def state_dict(self) -> dict:
-        return super().state_dict() | {"importance": {name: t.cpu() for name, t in self.importance.items()},
-                                       "anchor": {name: t.cpu() for name, t in self.anchor.items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.importance = {name: t.to(self.ctx.device) for name, t in state["importance"].items()}
-        self.anchor = {name: t.to(self.ctx.device) for name, t in state["anchor"].items()}

@@ -11,12 +11,12 @@ from functools import partial
 import torch
 
 from common.cli import Option
-from continual.importance import importance_penalty
+from continual.importance import ImportanceMethod
 from network import MultiHeadModel
 from network.methods import LR_SEARCH, SHARED, TUNED_LR, MethodSpec, implements
 from training.checkpoints import MethodHooks
 from training.context import Context
-from training.shared_method import Method, TaskData
+from training.shared_method import TaskData
 
 SPEC = MethodSpec(
     "SI", SHARED, "the whole backbone with a path-integral penalty, and a head",
@@ -30,11 +30,12 @@ SPEC = MethodSpec(
 
 
 @implements(SPEC)
-class SI(Method):
+class SI(ImportanceMethod):
+    strength = "si_c"
+    anchor_after_task = False  # w*: the backbone as the task being trained started
+
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.importance: dict[str, torch.Tensor] = {}  # Omega, summed over the finished tasks
-        self.anchor: dict[str, torch.Tensor] = {}  # w*: the backbone as the task being trained started
         self.path: dict[str, torch.Tensor] = {}  # omega: the running path integral of the task being trained
         self.previous: dict[str, torch.Tensor] = {}  # the backbone before the last optimizer step
 
@@ -43,12 +44,6 @@ class SI(Method):
         self.anchor = {name: p.detach().clone() for name, p in self.shared_parameters(model)}
         self.path = {name: torch.zeros_like(p) for name, p in self.anchor.items()}
         self.previous = {name: p.clone() for name, p in self.anchor.items()}
-
-    def batch_loss(self, model, data, images, labels, index):
-        loss, logits = super().batch_loss(model, data, images, labels, index)
-        if self.importance:
-            loss = loss + self.option("si_c") * importance_penalty(model, self.importance, self.anchor)
-        return loss, logits
 
     def task_hooks(self, model: MultiHeadModel, data: TaskData) -> MethodHooks:
         return MethodHooks(partial(self.after_step, model), self.running_state, partial(self.load_running_state, model))
@@ -75,18 +70,7 @@ class SI(Method):
         self.path = {name: omega.to(self.ctx.device) for name, omega in state.items()}
         self.previous = {name: p.detach().clone() for name, p in self.shared_parameters(model)}
 
-    @torch.no_grad()
-    def after_task(self, model: MultiHeadModel, data: TaskData) -> None:
+    def task_importance(self, model, shared, data):
+        """omega / (Delta^2 + xi) of the task just learnt."""
         xi = self.option("si_xi")
-        task = {name: self.path[name] / ((p - self.anchor[name]) ** 2 + xi)
-                for name, p in self.shared_parameters(model)}
-        self.importance = {name: self.importance[name] + omega if self.importance else omega
-                           for name, omega in task.items()}
-        super().after_task(model, data)
-
-    def state_dict(self) -> dict:
-        return super().state_dict() | {"importance": {name: omega.cpu() for name, omega in self.importance.items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.importance = {name: omega.to(self.ctx.device) for name, omega in state["importance"].items()}
+        return {name: self.path[name] / ((p - self.anchor[name]) ** 2 + xi) for name, p in shared}

@@ -175,13 +175,13 @@ def test_ewc_accumulates_fisher_online(monkeypatch):
     monkeypatch.setattr(continual.ewc, "diagonal_fisher", lambda *_: next(task_fisher))
     data = SimpleNamespace(tensors=SimpleNamespace(train_images=None, train_labels=None))
     ewc.after_task(model, data)
-    assert torch.equal(ewc.fisher["layer.w"], torch.tensor([4.0, 2.0]))
+    assert torch.equal(ewc.importance["layer.w"], torch.tensor([4.0, 2.0]))
     ewc.after_task(model, data)
-    assert torch.equal(ewc.fisher["layer.w"], torch.tensor([0.5 * 4 + 1, 0.5 * 2 + 3]))
+    assert torch.equal(ewc.importance["layer.w"], torch.tensor([0.5 * 4 + 1, 0.5 * 2 + 3]))
     assert torch.equal(ewc.anchor["layer.w"], weight.detach())
     with torch.no_grad():
         weight += 1
-    assert torch.equal(ewc.penalty(model), (ewc.fisher["layer.w"] * 1).sum())
+    assert torch.equal(ewc.penalty(model), (ewc.importance["layer.w"] * 1).sum())
 
 
 def test_er_memory_selection_is_seeded_and_per_task():

@@ -113,8 +113,8 @@ def test_ewc_does_not_anchor_per_task_bn():
     ewc.before_task(model, data)
     ewc.after_task(model, data)
     bn = set(norm_layer_state(model))
-    assert ewc.fisher.keys() == ewc.anchor.keys() == {name for name, _ in ewc.shared_parameters(model)}
-    assert not ewc.fisher.keys() & bn and len(ewc.task_norms) == 1
+    assert ewc.importance.keys() == ewc.anchor.keys() == {name for name, _ in ewc.shared_parameters(model)}
+    assert not ewc.importance.keys() & bn and len(ewc.task_norms) == 1
 
 
 def test_a_value_that_applies_to_no_chosen_method_is_refused_in_one_line(capsys):
