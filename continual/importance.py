@@ -1,7 +1,7 @@
-"""What the methods that weigh each backbone parameter by its importance share (EWC, SI, MAS): the base class that
-adds their penalty to every later task's loss and carries the importance and anchor through the sequence, the
-penalty itself, and the mean of a per-image gradient statistic over a task's images (EWC's Fisher and MAS's
-importance are two). It registers no method."""
+"""What the methods that weigh each backbone parameter by its importance share: the base class that adds their
+penalty to every later task's loss and carries the importance and the anchor through the sequence, the penalty
+itself, and the mean of a per-image gradient statistic over a task's images (a diagonal Fisher is one). It
+registers no method."""
 from collections.abc import Callable
 
 import torch
@@ -63,7 +63,7 @@ class ImportanceMethod(Method):
     task starts) and carries both to the next task and through a resumed run."""
 
     strength: str  # the option weighing the penalty in the loss
-    importance_key = "importance"  # the importance's name in ``state_dict`` (EWC's files call it "fisher")
+    importance_key = "importance"  # the importance's name in ``state_dict`` (a subclass may keep its own)
     anchor_after_task = True  # False: the subclass sets the anchor as each task starts, and it is not stored
 
     def __init__(self, ctx: Context) -> None:

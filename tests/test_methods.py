@@ -253,3 +253,18 @@ def test_the_options_page_holds_the_registrys_table():
     text = (ROOT / "docs" / "options.md").read_text(encoding="utf-8")
     table = re.search(r"python -m network.methods.*?-->\n(.*?)\n<!-- end of generated table -->", text, re.S)
     assert table and table.group(1) == options_markdown()
+
+
+def code_files() -> list[Path]:
+    """The project's Python code: main.py and every folder's modules, less the tests (and hidden folders, such as
+    a virtual environment inside the checkout)."""
+    return [ROOT / "main.py"] + sorted(path for path in ROOT.glob("*/**/*.py")
+                                       if path.relative_to(ROOT).parts[0] not in {"tests"}
+                                       and not path.relative_to(ROOT).parts[0].startswith("."))
+
+
+@pytest.mark.parametrize(("method", "module"), [("MAS", "continual/mas.py"), ("EFT", "network/isolated/eft.py")])
+def test_a_method_added_as_one_file_is_named_in_no_other_code_file(method, module):
+    naming = [str(path.relative_to(ROOT)) for path in code_files()
+              if re.search(rf"\b{method}\b", path.read_text(encoding="utf-8"))]
+    assert naming == [module]
