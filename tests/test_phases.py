@@ -12,7 +12,7 @@ import torch
 import training.sequence
 from continual.lwf import LwF
 from continual.packnet import PackNet
-from network import MultiHeadModel, load_backbone
+from network import MultiHeadModel, load_backbone, method_options
 from training.sequence import learn_phases, numbered, other_phase_files, phase_files
 from training.settings import Layout, Recipe
 from training.shared_method import Method, Phase
@@ -57,6 +57,13 @@ def test_phases_and_their_file_names(tmp_path, method, options, position, expect
     assert files_of(ctx, phases) == expected
     if method is PackNet:
         assert phases[0].end is not None  # the prune ends the main phase, with a retraining or without one
+
+
+def test_lwf_warms_up_for_the_papers_ten_epochs_by_default(tmp_path):
+    """The paper's warm-up, the default; the slow tests shorten it to keep the suite small."""
+    ctx = PhaseContext("LwF", Layout(tmp_path / "result", tmp_path / "weight"), options=method_options("LwF"))
+    warm_up, joint = LwF(ctx).phases(SimpleNamespace(position=1))
+    assert (warm_up.name, warm_up.epochs, joint.main) == ("warm-up", 10, True)
 
 
 def test_the_phase_files_number_from_two_in_running_order(tmp_path):
