@@ -26,7 +26,6 @@ TaskDone = Callable[[TaskSample, TaskRecord], None]
 """Called after a task's record is saved, while its images are at hand (main.py fits the task mapper's anchor)."""
 
 
-
 def train_isolated_task(ctx: Context, sample: TaskSample) -> TaskRecord:
     """Learn one task with the run's recipe on a fresh copy of the backbone; return its record."""
     task, recipe = sample.task, ctx.recipe
